@@ -1,0 +1,96 @@
+//! Command-line definitions only. Every run flag also reads an `SSE_SIDECAR_*` environment
+//! variable; clap gives the flag precedence over the variable.
+
+use crate::config::Overrides;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sse-sidecar",
+    version,
+    about = "A reverse proxy that makes Server-Sent Events survive buffering, compressing and timing-out middleboxes",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate the configuration and exit: 0 when valid, 2 with every problem listed otherwise.
+    Check(RunArgs),
+    /// Print the effective configuration (defaults < file < environment < flags) as YAML.
+    PrintConfig(RunArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// YAML configuration file.
+    #[arg(long, env = "SSE_SIDECAR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to accept clients on; repeat for several. [default: 0.0.0.0:8080]
+    #[arg(long, env = "SSE_SIDECAR_LISTEN", value_name = "ADDR", value_delimiter = ',')]
+    pub listen: Vec<String>,
+    /// The app: http://host:port. [default: http://127.0.0.1:3000]
+    #[arg(long, env = "SSE_SIDECAR_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Admin address for /metrics, /healthz and /readyz, or `off`. [default: 0.0.0.0:9090]
+    #[arg(long, env = "SSE_SIDECAR_METRICS_LISTEN", value_name = "ADDR|off")]
+    pub metrics_listen: Option<String>,
+    /// Write a heartbeat comment after this much stream silence; 0s disables. [default: 15s]
+    #[arg(long, env = "SSE_SIDECAR_HEARTBEAT_INTERVAL", value_name = "DUR")]
+    pub heartbeat_interval: Option<String>,
+    /// Longest app silence an SSE stream survives. [default: 1h]
+    #[arg(long, env = "SSE_SIDECAR_SSE_IDLE_TIMEOUT", value_name = "DUR")]
+    pub sse_idle_timeout: Option<String>,
+    /// Upstream read timeout for everything but established SSE streams. [default: 60s]
+    #[arg(long, env = "SSE_SIDECAR_READ_TIMEOUT", value_name = "DUR")]
+    pub read_timeout: Option<String>,
+    /// Upstream connect timeout. [default: 5s]
+    #[arg(long, env = "SSE_SIDECAR_CONNECT_TIMEOUT", value_name = "DUR")]
+    pub connect_timeout: Option<String>,
+    /// Worker threads; 0 means one per CPU. [default: 0]
+    #[arg(long, env = "SSE_SIDECAR_THREADS", value_name = "N")]
+    pub threads: Option<String>,
+    /// Log line format: text or json. [default: text]
+    #[arg(long, env = "SSE_SIDECAR_LOG_FORMAT", value_name = "text|json")]
+    pub log_format: Option<String>,
+    /// Take over the listening sockets of a running sse-sidecar (after sending it SIGQUIT).
+    #[arg(long)]
+    pub upgrade: bool,
+}
+
+impl From<RunArgs> for Overrides {
+    fn from(args: RunArgs) -> Self {
+        // Destructured in full: a flag added above but not carried over fails to compile.
+        let RunArgs {
+            config,
+            listen,
+            upstream,
+            metrics_listen,
+            heartbeat_interval,
+            sse_idle_timeout,
+            read_timeout,
+            connect_timeout,
+            threads,
+            log_format,
+            upgrade: _,
+        } = args;
+        Overrides {
+            config,
+            listen,
+            upstream,
+            metrics_listen,
+            heartbeat_interval,
+            sse_idle_timeout,
+            read_timeout,
+            connect_timeout,
+            threads,
+            log_format,
+        }
+    }
+}

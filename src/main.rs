@@ -1,0 +1,79 @@
+//! Thin entry point: parse the command line → load the configuration → init logging → build
+//! the server → run.
+
+use anyhow::Context;
+use clap::Parser;
+use sse_sidecar::cli::{Cli, Command};
+use sse_sidecar::config::{Config, LogFormat, Overrides};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check(args)) => match Config::load(&Overrides::from(args)) {
+            Ok(_) => {
+                println!("configuration ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::PrintConfig(args)) => match Config::load(&Overrides::from(args)) {
+            Ok(c) => {
+                print!("{}", c.to_yaml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        None => {
+            let upgrade = cli.run.upgrade;
+            let config = match Config::load(&Overrides::from(cli.run)) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(config.log_format);
+            match run(config, upgrade) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sse-sidecar: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
+    tracing::info!(
+        listen = ?config.listeners.iter().map(|l| l.addr.to_string()).collect::<Vec<_>>(),
+        upstream = %config.upstream.url,
+        metrics = ?config.metrics_listen,
+        version = env!("CARGO_PKG_VERSION"),
+        "starting sse-sidecar"
+    );
+    let server = sse_sidecar::server::build(config, upgrade).context("startup failed")?;
+    server.run_forever()
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    // pingora logs every failed downstream write at error level; a client closing its tab is
+    // normal for SSE, so pingora is quieter by default.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,303 @@
+//! The `ProxyHttp` implementation: classifies each request, hands SSE candidates to the
+//! [`relay`], and lets pingora's normal proxy path carry everything else with the SSE header
+//! policy applied to any event stream it meets.
+
+pub mod drain;
+pub mod headers;
+pub mod relay;
+
+use crate::config::Config;
+use crate::metrics::{Kind, Metrics, Outcome, UpstreamErrorReason};
+use async_trait::async_trait;
+use bytes::Bytes;
+use drain::Drain;
+use pingora_core::connectors::http::Connector;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Process-wide state shared by every request.
+pub struct Shared {
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    /// The relay's own connection pool to the app (the normal path has pingora's).
+    pub connector: Connector,
+    pub peer: HttpPeer,
+    /// The upstream address, for logs.
+    pub upstream_addr: SocketAddr,
+    pub open_block: Option<Bytes>,
+    pub heartbeat_block: Bytes,
+    pub drain: Drain,
+}
+
+impl Shared {
+    pub fn new(config: Config, metrics: Arc<Metrics>, upstream_addr: SocketAddr) -> Shared {
+        let mut peer = HttpPeer::new(
+            upstream_addr,
+            config.upstream.tls,
+            config.upstream.host.clone(),
+        );
+        peer.options.connection_timeout = Some(config.timeouts.connect);
+        peer.options.read_timeout = Some(config.timeouts.read);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        let sse = &config.sse;
+        let open_block = crate::sse::open_block(
+            sse.open_comment.as_deref(),
+            sse.initial_padding,
+            sse.retry.map(|d| d.as_millis() as u64),
+        );
+        let heartbeat_block = crate::sse::comment_block(&sse.heartbeat_comment);
+        Shared {
+            connector: Connector::new(None),
+            peer,
+            upstream_addr,
+            open_block,
+            heartbeat_block,
+            drain: Drain::new(config.shutdown),
+            metrics,
+            config,
+        }
+    }
+}
+
+pub struct SidecarProxy {
+    pub shared: Arc<Shared>,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    started: Instant,
+    /// The request went through the relay.
+    relayed: bool,
+    /// The response was an event stream.
+    sse: bool,
+    /// Status sent downstream, for the access log.
+    status: u16,
+    /// Set when the request ended on an upstream failure, for the access log.
+    error: Option<String>,
+    /// Stream counters, for the stream's log line.
+    stream: Option<StreamSummary>,
+    _in_flight: drain::InFlight,
+}
+
+/// What one SSE stream did, logged when it ends.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StreamSummary {
+    pub events: u64,
+    pub bytes: u64,
+    pub heartbeats: u64,
+    pub outcome: Option<Outcome>,
+}
+
+#[async_trait]
+impl ProxyHttp for SidecarProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            relayed: false,
+            sse: false,
+            status: 0,
+            error: None,
+            stream: None,
+            _in_flight: self.shared.drain.in_flight(),
+        }
+    }
+
+    /// SSE candidates (an `Accept` asking for an event stream, or a configured SSE path) are
+    /// taken over here by the relay, which owns the whole exchange; everything else continues
+    /// down pingora's normal path.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let candidate = headers::accepts_event_stream(&req.headers)
+            || self.shared.config.is_sse_path(req.uri.path());
+        if !candidate {
+            return Ok(false);
+        }
+        ctx.relayed = true;
+        relay::run(&self.shared, session, ctx).await;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.shared.peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        headers::add_forwarding(req, client_ip(session), is_tls(session));
+        Ok(())
+    }
+
+    /// An event stream met on the normal path (its request gave no hint) still gets the SSE
+    /// header policy and no compression; it cannot get heartbeats.
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.status = resp.status.as_u16();
+        if headers::is_event_stream(resp) {
+            ctx.sse = true;
+            let chunked = session.req_header().version == http::Version::HTTP_11;
+            headers::apply_sse_policy(resp, chunked);
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ if *e.esource() == pingora_error::ErrorSource::Upstream
+                || is_upstream_error(e.etype()) =>
+            {
+                let (reason, code, what) = classify_upstream_error(e.etype());
+                self.shared.metrics.upstream_error(reason);
+                ctx.error = Some(format!("{what}: {e}"));
+                code
+            }
+            _ => match e.etype() {
+                ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::ConnectionClosed
+                | ErrorType::WriteTimedout => 0,
+                _ => 400,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let body = Bytes::from(format!("{}\n", status_text(code)));
+            let _ = relay::write_plain(session, code, body).await;
+        }
+        ctx.status = code;
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = match session.response_written() {
+            Some(r) => r.status.as_u16(),
+            None => ctx.status,
+        };
+        let kind = if ctx.sse { Kind::Sse } else { Kind::Other };
+        if status > 0 {
+            self.shared.metrics.request(kind, status);
+        }
+        let req = session.req_header();
+        let duration = ctx.started.elapsed();
+        let error = ctx
+            .error
+            .as_deref()
+            .map(str::to_string)
+            .or_else(|| e.map(|e| e.to_string()));
+        match ctx.stream {
+            Some(s) => info!(
+                target: "access",
+                method = %req.method,
+                path = %req.uri.path(),
+                status,
+                kind = kind.as_str(),
+                duration_ms = duration.as_secs_f64() * 1000.0,
+                events = s.events,
+                bytes = s.bytes,
+                heartbeats = s.heartbeats,
+                outcome = s.outcome.map_or("unknown", Outcome::as_str),
+                upstream = %self.shared.upstream_addr,
+                error = error.as_deref().unwrap_or(""),
+                "stream ended"
+            ),
+            None => info!(
+                target: "access",
+                method = %req.method,
+                path = %req.uri.path(),
+                status,
+                kind = kind.as_str(),
+                duration_ms = duration.as_secs_f64() * 1000.0,
+                upstream = %self.shared.upstream_addr,
+                error = error.as_deref().unwrap_or(""),
+                "request"
+            ),
+        }
+        if let Some(err) = error.filter(|_| status >= 500) {
+            warn!(status, upstream = %self.shared.upstream_addr, "upstream failure: {err}");
+        }
+    }
+}
+
+pub(crate) fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+pub(crate) fn is_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .is_some_and(|d| d.ssl_digest.is_some())
+}
+
+fn is_upstream_error(t: &ErrorType) -> bool {
+    matches!(
+        t,
+        ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::TLSHandshakeFailure
+            | ErrorType::TLSHandshakeTimedout
+            | ErrorType::InvalidCert
+            | ErrorType::HandshakeError
+            | ErrorType::SocketError
+    )
+}
+
+/// Maps an upstream failure to its metric reason, the status to answer, and a log phrase.
+pub(crate) fn classify_upstream_error(t: &ErrorType) -> (UpstreamErrorReason, u16, &'static str) {
+    use ErrorType::*;
+    match t {
+        ConnectTimedout | TLSHandshakeTimedout => {
+            (UpstreamErrorReason::Timeout, 504, "upstream connect timed out")
+        }
+        ReadTimedout | WriteTimedout => (
+            UpstreamErrorReason::Timeout,
+            504,
+            "upstream did not answer within the read timeout",
+        ),
+        ConnectRefused => (UpstreamErrorReason::Connect, 502, "upstream refused the connection"),
+        ConnectNoRoute | ConnectError | SocketError | BindError | TLSHandshakeFailure
+        | InvalidCert | HandshakeError | TLSWantX509Lookup | ConnectProxyFailure => {
+            (UpstreamErrorReason::Connect, 502, "upstream unreachable")
+        }
+        ConnectionClosed | ReadError | WriteError => (
+            UpstreamErrorReason::Reset,
+            502,
+            "upstream closed the connection before answering",
+        ),
+        _ => (
+            UpstreamErrorReason::Protocol,
+            502,
+            "upstream sent an invalid response",
+        ),
+    }
+}
+
+pub(crate) fn status_text(code: u16) -> String {
+    let reason = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    format!("{code} {reason}")
+}

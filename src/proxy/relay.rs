@@ -1,0 +1,494 @@
+//! The SSE relay: owns the whole exchange for SSE candidates so that it can write downstream
+//! while the app is silent (heartbeats), notice the client leaving at once, and close streams
+//! at event boundaries on drain. pingora's `ProxyHttp` filters can do none of these, because
+//! they only run when upstream bytes arrive (DESIGN §3).
+//!
+//! Flow: build the upstream request → connect with pingora's own connector (one retry on a
+//! stale pooled connection) → read the response header → an event stream goes to
+//! [`stream_loop`], anything else is passed through unchanged.
+
+use super::{classify_upstream_error, headers, status_text, Ctx, Shared, StreamSummary};
+use crate::config::OnUpstreamError;
+use crate::metrics::Outcome;
+use crate::sse::Framer;
+use bytes::Bytes;
+use pingora_core::protocols::http::client::HttpSession as Upstream;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+use std::time::{Duration, Instant};
+use tokio::time::Instant as TokioInstant;
+
+/// Request bodies up to this size are kept so the request can be retried on a fresh
+/// connection when a pooled one turns out to be stale.
+const RETRY_BUFFER: usize = 64 * 1024;
+
+/// Relays one SSE candidate request. Everything, including failures, is answered here.
+pub(crate) async fn run(shared: &Shared, session: &mut Session, ctx: &mut Ctx) {
+    let req = upstream_request(shared, session);
+    let up = match exchange(shared, session, &req).await {
+        Ok(up) => up,
+        Err(e) => return upstream_failed(shared, session, ctx, &e).await,
+    };
+    let Some(resp) = up.response_header().cloned() else {
+        let e = Error::explain(ErrorType::H1Error, "no response header");
+        return upstream_failed(shared, session, ctx, &e).await;
+    };
+    ctx.status = resp.status.as_u16();
+    if headers::is_event_stream(&resp) {
+        ctx.sse = true;
+        stream(shared, session, ctx, up, resp).await;
+    } else {
+        passthrough(shared, session, ctx, up, resp).await;
+    }
+}
+
+/// The request as the app should see it: hop-by-hop fields and `Accept-Encoding` removed (so
+/// the app's compression middleware never holds events back), forwarding fields added.
+fn upstream_request(shared: &Shared, session: &Session) -> RequestHeader {
+    let mut req = session.req_header().clone();
+    headers::strip_request_hop_by_hop(&mut req);
+    req.remove_header(&http::header::ACCEPT_ENCODING);
+    headers::add_forwarding(&mut req, super::client_ip(session), super::is_tls(session));
+    if !req.headers.contains_key(http::header::HOST) {
+        // h2 carries the authority in the URI; HTTP/1.0 may carry none at all.
+        let host = req
+            .uri
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| shared.config.upstream.authority());
+        let _ = req.insert_header(http::header::HOST, host);
+    }
+    req.set_version(http::Version::HTTP_11);
+    if let Some(pq) = req.uri.path_and_query().cloned() {
+        // Origin-form on the wire, whatever form the client used.
+        let _ = http::Uri::builder()
+            .path_and_query(pq)
+            .build()
+            .map(|uri| req.set_uri(uri));
+    }
+    req
+}
+
+/// Connects, sends the request and reads the response header.
+async fn exchange(shared: &Shared, session: &mut Session, req: &RequestHeader) -> Result<Upstream> {
+    let has_body = !session.downstream_session.is_body_empty();
+    let mut req = req.clone();
+    if has_body
+        && !req.headers.contains_key(http::header::CONTENT_LENGTH)
+        && !req.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        req.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    // Read the start of the body first, so a stale pooled connection can be retried.
+    let mut buffered: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    let mut body_done = !has_body;
+    while !body_done && size < RETRY_BUFFER {
+        match session.downstream_session.read_request_body().await? {
+            Some(chunk) => {
+                size += chunk.len();
+                buffered.push(chunk);
+            }
+            None => body_done = true,
+        }
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut up, reused) = shared.connector.get_http_session(&shared.peer).await?;
+        up.set_read_timeout(Some(shared.config.timeouts.read));
+        up.set_write_timeout(Some(shared.config.timeouts.read));
+        match send(&mut up, session, &req, &buffered, body_done).await {
+            Ok(()) => return Ok(up),
+            // A pooled connection the app already closed: one retry, as pingora's proxy does,
+            // and only while the whole body is still in hand.
+            Err(e) if reused && attempt == 1 && body_done => {
+                tracing::debug!("retrying on a fresh connection after stale pooled one: {e}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn send(
+    up: &mut Upstream,
+    session: &mut Session,
+    req: &RequestHeader,
+    buffered: &[Bytes],
+    body_done: bool,
+) -> Result<()> {
+    up.write_request_header(Box::new(req.clone())).await?;
+    for chunk in buffered {
+        up.write_request_body(chunk.clone(), false).await?;
+    }
+    if !body_done {
+        while let Some(chunk) = session.downstream_session.read_request_body().await? {
+            up.write_request_body(chunk, false).await?;
+        }
+    }
+    up.finish_request_body().await?;
+    // Informational responses (100 Continue, 103 Early Hints) are skipped.
+    for _ in 0..8 {
+        up.read_response_header().await?;
+        match up.response_header() {
+            Some(r) if r.status.is_informational() && r.status.as_u16() != 101 => continue,
+            _ => return Ok(()),
+        }
+    }
+    Error::e_explain(ErrorType::H1Error, "too many informational responses")
+}
+
+/// The app failed before any response header: answer per `sse.on_upstream_error`.
+async fn upstream_failed(shared: &Shared, session: &mut Session, ctx: &mut Ctx, e: &Error) {
+    let (reason, code, what) = classify_upstream_error(e.etype());
+    if matches!(
+        e.esource(),
+        pingora_error::ErrorSource::Downstream
+    ) {
+        // The client went away while we were still sending its request.
+        ctx.error = Some(format!("client error: {e}"));
+        return;
+    }
+    shared.metrics.upstream_error(reason);
+    ctx.error = Some(format!("{what}: {e}"));
+    match shared.config.sse.on_upstream_error {
+        OnUpstreamError::Status => {
+            ctx.status = code;
+            let body = Bytes::from(format!("{}: {what}\n", status_text(code)));
+            let _ = write_plain(session, code, body).await;
+        }
+        OnUpstreamError::Retry => {
+            // EventSource gives up for good on a non-200 answer; a 200 stream that ends makes
+            // it reconnect after `retry`, which is what a restarting app needs.
+            ctx.status = 200;
+            ctx.sse = true;
+            let base = shared.config.sse.retry.unwrap_or(shared.config.shutdown.retry);
+            let retry = shared.drain.retry_ms(base);
+            let mut body = format!(": upstream error: {what}\n\n").into_bytes();
+            body.extend_from_slice(&crate::sse::retry_block(retry));
+            let mut resp = match ResponseHeader::build(200, Some(4)) {
+                Ok(r) => r,
+                Err(_) => return,
+            };
+            let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream");
+            headers::apply_sse_policy(&mut resp, false);
+            let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len());
+            let ds = &mut session.downstream_session;
+            if ds.write_response_header(Box::new(resp)).await.is_ok() {
+                let _ = ds.write_response_body(Bytes::from(body), true).await;
+            }
+            ctx.stream = Some(StreamSummary {
+                outcome: Some(Outcome::UpstreamError),
+                ..Default::default()
+            });
+            shared.metrics.stream_finished(Outcome::UpstreamError, Duration::ZERO);
+        }
+    }
+}
+
+/// Writes a short plain-text response (errors).
+pub(crate) async fn write_plain(session: &mut Session, code: u16, body: Bytes) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    session.set_keepalive(None);
+    let ds = &mut session.downstream_session;
+    ds.write_response_header(Box::new(resp)).await?;
+    ds.write_response_body(body, true).await
+}
+
+/// A non-SSE answer to an SSE candidate (a 401, a JSON error): passed through unchanged,
+/// while still noticing a client that leaves.
+async fn passthrough(
+    shared: &Shared,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    mut up: Upstream,
+    mut resp: ResponseHeader,
+) {
+    headers::strip_response_hop_by_hop(&mut resp);
+    let ds = &mut session.downstream_session;
+    if !resp.headers.contains_key(http::header::CONTENT_LENGTH)
+        && ds.req_header().version == http::Version::HTTP_11
+        && !up.response_done()
+    {
+        let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    }
+    if ds.write_response_header(Box::new(resp)).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            biased;
+            // The client left: drop the upstream connection (never pooled).
+            _ = ds.read_body_or_idle(true) => {
+                ctx.error = Some("client closed the connection".into());
+                return;
+            }
+            chunk = up.read_response_body() => match chunk {
+                Ok(Some(data)) => {
+                    if ds.write_response_body(data, false).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let (reason, _, what) = classify_upstream_error(e.etype());
+                    shared.metrics.upstream_error(reason);
+                    ctx.error = Some(format!("{what}: {e}"));
+                    ds.shutdown().await;
+                    return;
+                }
+            }
+        }
+    }
+    let _ = ds.write_response_body(Bytes::new(), true).await;
+    shared
+        .connector
+        .release_http_session(up, &shared.peer, shared.peer.options.idle_timeout)
+        .await;
+}
+
+/// Why the stream loop woke up.
+enum Wake {
+    ClientGone,
+    Chunk(Result<Option<Bytes>>),
+    Timer,
+    Drain,
+}
+
+/// Runs one event stream: header policy, opening block, then the relay loop.
+async fn stream(
+    shared: &Shared,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    mut up: Upstream,
+    mut resp: ResponseHeader,
+) {
+    let cfg = &shared.config;
+    let metrics = &shared.metrics;
+    let _active = metrics.stream_started();
+    let started = Instant::now();
+    let mut summary = StreamSummary::default();
+
+    headers::strip_response_hop_by_hop(&mut resp);
+    let chunked = session.req_header().version == http::Version::HTTP_11;
+    headers::apply_sse_policy(&mut resp, chunked);
+    if !chunked {
+        session.set_keepalive(None);
+    }
+    // The idle timeout is enforced by this loop, measured from the last upstream read:
+    // pingora's per-read timeout would restart whenever a heartbeat wakes the loop.
+    up.set_read_timeout(None);
+    let ds = &mut session.downstream_session;
+    ds.set_write_timeout(Some(cfg.timeouts.sse_write));
+
+    let outcome = 'relay: {
+        if ds.write_response_header(Box::new(resp)).await.is_err() {
+            break 'relay Outcome::ClientClosed;
+        }
+        let mut framer = Framer::new(shared.open_block.is_some());
+        if let Some(open) = &shared.open_block {
+            match ds.write_response_body(open.clone(), false).await {
+                Ok(()) => summary.bytes += open.len() as u64,
+                Err(e) => break 'relay write_outcome(&e),
+            }
+        }
+
+        let heartbeat = cfg.sse.heartbeat_interval;
+        let mut last_read = Instant::now();
+        let mut last_write = last_read;
+        let mut first_event = true;
+        let mut drain_rx = shared.drain.subscribe();
+        // When set: close at the next event boundary after this instant, with this outcome.
+        let mut close_at: Option<(Instant, Outcome)> = cfg
+            .limits
+            .max_stream_duration
+            .map(|d| (started + d, Outcome::MaxDuration));
+        if shared.drain.is_draining() {
+            close_at = Some((Instant::now(), Outcome::Shutdown));
+        }
+        let hard_close_after = cfg.shutdown.drain_window;
+
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut timer_at = Instant::now() + Duration::from_secs(3600);
+
+        loop {
+            // The earliest thing the timer must wake for. It is only ever moved earlier here;
+            // a deadline that moved later (a chunk was written) is noticed when it fires.
+            let boundary = framer.at_boundary();
+            let mut want = last_read + cfg.timeouts.sse_idle;
+            if let (Some(every), true) = (heartbeat, boundary) {
+                want = want.min(last_write + every);
+            }
+            if let Some((at, _)) = close_at {
+                want = want.min(if boundary { at } else { at + hard_close_after });
+            }
+            if want < timer_at || timer.is_elapsed() {
+                timer_at = want;
+                timer.as_mut().reset(TokioInstant::from_std(want));
+            }
+
+            let wake = tokio::select! {
+                biased;
+                // The client closed or reset its connection (or its h2 stream).
+                _ = ds.read_body_or_idle(true) => Wake::ClientGone,
+                // The app sent bytes, ended the body, or failed.
+                chunk = up.read_response_body() => Wake::Chunk(chunk),
+                // Heartbeat due, idle timeout, or a scheduled close.
+                _ = &mut timer => Wake::Timer,
+                // SIGTERM: schedule this stream's close somewhere in the drain window.
+                changed = drain_rx.changed(), if close_at.map_or(true, |(_, o)| o != Outcome::Shutdown) => {
+                    if changed.is_err() { Wake::Timer } else { Wake::Drain }
+                }
+            };
+
+            match wake {
+                Wake::ClientGone => break 'relay Outcome::ClientClosed,
+                Wake::Drain => {
+                    let at = Instant::now() + shared.drain.close_offset();
+                    if close_at.map_or(true, |(t, _)| at < t) {
+                        close_at = Some((at, Outcome::Shutdown));
+                    }
+                }
+                Wake::Chunk(Ok(Some(chunk))) => {
+                    let read_at = Instant::now();
+                    metrics.observe_upstream_silence(read_at - last_read);
+                    last_read = read_at;
+                    let fwd = framer.forward(chunk);
+                    if !fwd.bytes.is_empty() {
+                        let n = fwd.bytes.len() as u64;
+                        if let Err(e) = ds.write_response_body(fwd.bytes, false).await {
+                            break 'relay write_outcome(&e);
+                        }
+                        last_write = Instant::now();
+                        summary.bytes += n;
+                        metrics.stream_bytes_written(n);
+                    }
+                    if fwd.events > 0 {
+                        let delay = last_write - read_at;
+                        for _ in 0..fwd.events {
+                            metrics.observe_event_delay(delay);
+                        }
+                        metrics.events_relayed(u64::from(fwd.events));
+                        summary.events += u64::from(fwd.events);
+                        if first_event {
+                            first_event = false;
+                            metrics.observe_time_to_first_event(ctx.started.elapsed());
+                        }
+                    }
+                    if let Some((at, outcome)) = close_at {
+                        if framer.at_boundary() && Instant::now() >= at {
+                            break 'relay close_stream(shared, ds, &mut summary, outcome).await;
+                        }
+                    }
+                }
+                Wake::Chunk(Ok(None)) => {
+                    let rest = framer.finish();
+                    if !rest.is_empty() {
+                        summary.bytes += rest.len() as u64;
+                        if let Err(e) = ds.write_response_body(rest, false).await {
+                            break 'relay write_outcome(&e);
+                        }
+                    }
+                    if let Err(e) = ds.write_response_body(Bytes::new(), true).await {
+                        break 'relay write_outcome(&e);
+                    }
+                    shared
+                        .connector
+                        .release_http_session(up, &shared.peer, shared.peer.options.idle_timeout)
+                        .await;
+                    break 'relay Outcome::Completed;
+                }
+                Wake::Chunk(Err(e)) => {
+                    let (reason, _, what) = classify_upstream_error(e.etype());
+                    metrics.upstream_error(reason);
+                    ctx.error = Some(format!("{what}: {e}"));
+                    // No terminating chunk: the client sees the stream break and reconnects.
+                    ds.shutdown().await;
+                    break 'relay Outcome::UpstreamError;
+                }
+                Wake::Timer => {
+                    let now = Instant::now();
+                    if now >= last_read + cfg.timeouts.sse_idle {
+                        ctx.error = Some(format!(
+                            "app silent for the SSE idle timeout ({:?})",
+                            cfg.timeouts.sse_idle
+                        ));
+                        if framer.at_boundary() {
+                            break 'relay close_stream(shared, ds, &mut summary, Outcome::IdleTimeout).await;
+                        }
+                        ds.shutdown().await;
+                        break 'relay Outcome::IdleTimeout;
+                    }
+                    if let Some((at, outcome)) = close_at {
+                        if now >= at && framer.at_boundary() {
+                            break 'relay close_stream(shared, ds, &mut summary, outcome).await;
+                        }
+                        if now >= at + hard_close_after {
+                            // The app never finished its event: cut it (the client discards the
+                            // partial event) rather than hold shutdown forever.
+                            ds.shutdown().await;
+                            break 'relay outcome;
+                        }
+                    }
+                    if let Some(every) = heartbeat {
+                        if framer.at_boundary() && now >= last_write + every {
+                            let block = shared.heartbeat_block.clone();
+                            let n = block.len() as u64;
+                            if let Err(e) = ds.write_response_body(block, false).await {
+                                break 'relay write_outcome(&e);
+                            }
+                            framer.injected();
+                            last_write = Instant::now();
+                            summary.heartbeats += 1;
+                            summary.bytes += n;
+                            metrics.heartbeat_sent();
+                            metrics.stream_bytes_written(n);
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    summary.outcome = Some(outcome);
+    metrics.stream_finished(outcome, started.elapsed());
+    ctx.stream = Some(summary);
+    if !matches!(outcome, Outcome::Completed) {
+        // Never reuse a client connection whose stream did not end cleanly.
+        session.set_keepalive(None);
+    }
+}
+
+/// Ends a stream cleanly at an event boundary with a jittered `retry:` hint.
+async fn close_stream(
+    shared: &Shared,
+    ds: &mut pingora_core::protocols::http::server::Session,
+    summary: &mut StreamSummary,
+    outcome: Outcome,
+) -> Outcome {
+    let base = match outcome {
+        Outcome::Shutdown => shared.config.shutdown.retry,
+        _ => shared.config.sse.retry.unwrap_or(shared.config.shutdown.retry),
+    };
+    let block = crate::sse::retry_block(shared.drain.retry_ms(base));
+    summary.bytes += block.len() as u64;
+    shared.metrics.stream_bytes_written(block.len() as u64);
+    if let Err(e) = ds.write_response_body(block, true).await {
+        return write_outcome(&e);
+    }
+    outcome
+}
+
+/// A failed downstream write: a client that stopped reading, or one that left.
+fn write_outcome(e: &Error) -> Outcome {
+    match e.etype() {
+        ErrorType::WriteTimedout => Outcome::SlowConsumer,
+        _ => Outcome::ClientClosed,
+    }
+}

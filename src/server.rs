@@ -1,0 +1,124 @@
+//! Builds the pingora `Server`: the proxy service on every listener, the admin service and the
+//! drain watcher.
+
+use crate::admin::{AdminService, Readiness};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::drain::DrainService;
+use crate::proxy::{Shared, SidecarProxy};
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use std::sync::Arc;
+
+/// Everything that can go wrong before the server runs, with a message for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Upstream(String),
+    #[error("cannot listen on {addr}: {io}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        io: std::io::Error,
+    },
+    #[error(transparent)]
+    Admin(#[from] crate::admin::BindError),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("TLS listener {addr}: {msg}")]
+    Tls {
+        addr: std::net::SocketAddr,
+        msg: String,
+    },
+}
+
+/// Builds a ready-to-run server from a validated configuration.
+pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
+    let upstream_addr = config.upstream.resolve().map_err(StartError::Upstream)?;
+    // Bind checks up front: a busy port fails with a clear message instead of inside pingora.
+    if !upgrade {
+        for l in &config.listeners {
+            std::net::TcpListener::bind(l.addr).map_err(|io| StartError::Listen { addr: l.addr, io })?;
+        }
+    }
+    let admin_listener = match config.metrics_listen {
+        Some(addr) => Some(AdminService::bind(addr)?),
+        None => None,
+    };
+
+    let registry = prometheus::Registry::new();
+    let metrics = Arc::new(Metrics::new(&registry)?);
+    let readiness = Arc::new(Readiness::new());
+
+    let drain_window = config.shutdown.drain_window;
+    let mut conf = ServerConf {
+        threads: config.threads,
+        // The drain service exits as soon as streams are closed; these are only upper bounds.
+        grace_period_seconds: Some(drain_window.as_secs() * 2 + 3),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    conf.upgrade_sock = std::env::var("SSE_SIDECAR_UPGRADE_SOCK")
+        .unwrap_or_else(|_| "/tmp/sse-sidecar-upgrade.sock".into());
+    conf.pid_file = std::env::var("SSE_SIDECAR_PID_FILE")
+        .unwrap_or_else(|_| "/tmp/sse-sidecar.pid".into());
+    let opt = pingora_core::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let listeners = config.listeners.clone();
+    let shared = Arc::new(Shared::new(config, metrics, upstream_addr));
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        SidecarProxy {
+            shared: shared.clone(),
+        },
+        "sse-sidecar",
+    );
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+    for l in &listeners {
+        let addr = l.addr.to_string();
+        match &l.tls {
+            None => proxy.add_tcp(&addr),
+            Some(tls) => {
+                let mut settings = pingora_core::listeners::tls::TlsSettings::intermediate(
+                    &tls.cert.display().to_string(),
+                    &tls.key.display().to_string(),
+                )
+                .map_err(|e| StartError::Tls {
+                    addr: l.addr,
+                    msg: e.to_string(),
+                })?;
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&addr, None, settings);
+            }
+        }
+    }
+    server.add_service(proxy);
+
+    let on_drain = {
+        let readiness = readiness.clone();
+        Box::new(move || readiness.set_draining())
+    };
+    server.add_service(background_service(
+        "drain",
+        DrainService {
+            shared: shared.clone(),
+            on_drain,
+        },
+    ));
+    if let Some(listener) = admin_listener {
+        let admin = AdminService::new(listener, registry, upstream_addr, readiness.clone());
+        server.add_service(background_service("admin", admin));
+    }
+    readiness.set_listeners_bound();
+    Ok(server)
+}
