@@ -33,7 +33,12 @@ pub struct RunArgs {
     #[arg(long, env = "SSE_SIDECAR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to accept clients on; repeat for several. [default: 0.0.0.0:8080]
-    #[arg(long, env = "SSE_SIDECAR_LISTEN", value_name = "ADDR", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "SSE_SIDECAR_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
     pub listen: Vec<String>,
     /// The app: http://host:port. [default: http://127.0.0.1:3000]
     #[arg(long, env = "SSE_SIDECAR_UPSTREAM", value_name = "URL")]

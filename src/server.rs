@@ -39,7 +39,8 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     // Bind checks up front: a busy port fails with a clear message instead of inside pingora.
     if !upgrade {
         for l in &config.listeners {
-            std::net::TcpListener::bind(l.addr).map_err(|io| StartError::Listen { addr: l.addr, io })?;
+            std::net::TcpListener::bind(l.addr)
+                .map_err(|io| StartError::Listen { addr: l.addr, io })?;
         }
     }
     let admin_listener = match config.metrics_listen {
@@ -61,8 +62,8 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     };
     conf.upgrade_sock = std::env::var("SSE_SIDECAR_UPGRADE_SOCK")
         .unwrap_or_else(|_| "/tmp/sse-sidecar-upgrade.sock".into());
-    conf.pid_file = std::env::var("SSE_SIDECAR_PID_FILE")
-        .unwrap_or_else(|_| "/tmp/sse-sidecar.pid".into());
+    conf.pid_file =
+        std::env::var("SSE_SIDECAR_PID_FILE").unwrap_or_else(|_| "/tmp/sse-sidecar.pid".into());
     let opt = pingora_core::server::configuration::Opt {
         upgrade,
         ..Default::default()

@@ -66,7 +66,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "15", "s", "1.5s", "-1s", "15x", "1 h", "99999999999999999h", "1hh"] {
+        for bad in [
+            "",
+            "15",
+            "s",
+            "1.5s",
+            "-1s",
+            "15x",
+            "1 h",
+            "99999999999999999h",
+            "1hh",
+        ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
     }

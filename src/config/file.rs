@@ -134,11 +134,12 @@ fn key_name(k: &Value, section: &str, problems: &mut Vec<String>) -> Option<Stri
     match k {
         Value::String(s) => Some(s.clone()),
         other => {
-            let at = if section.is_empty() { "top level" } else { section };
-            problems.push(format!(
-                "{at}: keys must be strings, found {}",
-                kind(other)
-            ));
+            let at = if section.is_empty() {
+                "top level"
+            } else {
+                section
+            };
+            problems.push(format!("{at}: keys must be strings, found {}", kind(other)));
             None
         }
     }

@@ -326,7 +326,11 @@ fn apply_overrides(raw: &mut Raw, over: &Overrides) {
     }
     let scalars: [(&'static str, &Option<String>, &str); 8] = [
         ("upstream", upstream, "SSE_SIDECAR_UPSTREAM"),
-        ("metrics_listen", metrics_listen, "SSE_SIDECAR_METRICS_LISTEN"),
+        (
+            "metrics_listen",
+            metrics_listen,
+            "SSE_SIDECAR_METRICS_LISTEN",
+        ),
         (
             "heartbeat_interval",
             heartbeat_interval,
@@ -406,7 +410,12 @@ impl Validator<'_> {
             Some(d) if d.is_zero() => None,
             Some(d) => Some(d),
             None => {
-                self.bad(key, &v, source, "a duration such as 500ms, 15s or 1h, or off");
+                self.bad(
+                    key,
+                    &v,
+                    source,
+                    "a duration such as 500ms, 15s or 1h, or off",
+                );
                 default
             }
         }
@@ -416,7 +425,11 @@ impl Validator<'_> {
     fn positive_duration(&mut self, key: &str, default: Duration) -> Duration {
         let d = self.duration(key, default);
         if d.is_zero() {
-            let (v, source) = self.raw.get(key).cloned().unwrap_or((Value::Null, Source::File));
+            let (v, source) = self
+                .raw
+                .get(key)
+                .cloned()
+                .unwrap_or((Value::Null, Source::File));
             self.bad(key, &v, source, "a duration greater than zero");
             return default;
         }
@@ -479,7 +492,12 @@ impl Validator<'_> {
             Value::Sequence(ref items) => items.clone(),
             Value::String(_) => vec![v.clone()],
             _ => {
-                self.bad("listen", &v, source, "a list of addresses such as [\"0.0.0.0:8080\"]");
+                self.bad(
+                    "listen",
+                    &v,
+                    source,
+                    "a list of addresses such as [\"0.0.0.0:8080\"]",
+                );
                 return default;
             }
         };
@@ -653,7 +671,12 @@ impl Validator<'_> {
                 })
                 .collect(),
             Some((other, source)) => {
-                self.bad("sse.paths", &other, source, "a list of path prefixes such as [\"/v1/chat\"]");
+                self.bad(
+                    "sse.paths",
+                    &other,
+                    source,
+                    "a list of path prefixes such as [\"/v1/chat\"]",
+                );
                 Vec::new()
             }
         };
@@ -729,7 +752,10 @@ fn parse_upstream(s: &str) -> Option<Upstream> {
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return None;
     }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     if host.is_empty() {
         return None;
     }
@@ -768,7 +794,10 @@ mod tests {
         .unwrap_err();
         let all = err.problems.join("\n");
         assert_eq!(err.problems.len(), 5, "{all}");
-        assert!(all.contains("heartbeat_interval: invalid value \"15x\""), "{all}");
+        assert!(
+            all.contains("heartbeat_interval: invalid value \"15x\""),
+            "{all}"
+        );
         assert!(all.contains("unknown key `bogus`"), "{all}");
         assert!(all.contains("unknown key `sse.nope`"), "{all}");
         assert!(all.contains("upstream: invalid value \"ftp://x\""), "{all}");
@@ -777,8 +806,9 @@ mod tests {
 
     #[test]
     fn print_config_round_trips() {
-        let c = Config::from_yaml("sse:\n  paths: [/v1/chat]\n  retry: 3s\nheartbeat_interval: 0s\n")
-            .unwrap();
+        let c =
+            Config::from_yaml("sse:\n  paths: [/v1/chat]\n  retry: 3s\nheartbeat_interval: 0s\n")
+                .unwrap();
         let again = Config::from_yaml(&c.to_yaml()).unwrap();
         assert_eq!(c, again);
         assert_eq!(again.sse.heartbeat_interval, None);
@@ -790,7 +820,13 @@ mod tests {
         assert!(parse_upstream("http://app/").is_some());
         assert_eq!(parse_upstream("https://app").unwrap().port, 443);
         assert!(parse_upstream("http://[::1]:80").is_some());
-        for bad in ["127.0.0.1:3000", "ftp://a", "http://a/path", "http://u@a", "http://a?q"] {
+        for bad in [
+            "127.0.0.1:3000",
+            "ftp://a",
+            "http://a/path",
+            "http://u@a",
+            "http://a?q",
+        ] {
             assert!(parse_upstream(bad).is_none(), "{bad}");
         }
     }

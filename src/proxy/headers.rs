@@ -79,8 +79,14 @@ pub fn is_event_stream(resp: &ResponseHeader) -> bool {
     resp.headers
         .get(header::CONTENT_TYPE)
         .map(|v| {
-            let media = v.as_bytes().split(|b| *b == b';').next().unwrap_or_default();
-            media.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
+            let media = v
+                .as_bytes()
+                .split(|b| *b == b';')
+                .next()
+                .unwrap_or_default();
+            media
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"text/event-stream")
         })
         .unwrap_or(false)
 }
@@ -131,14 +137,16 @@ mod tests {
         r.insert_header("content-type", "Text/Event-Stream; charset=utf-8")
             .unwrap();
         assert!(is_event_stream(&r));
-        r.insert_header("content-type", "text/event-streams").unwrap();
+        r.insert_header("content-type", "text/event-streams")
+            .unwrap();
         assert!(!is_event_stream(&r));
     }
 
     #[test]
     fn cache_control_is_merged() {
         let mut r = ResponseHeader::build(200, None).unwrap();
-        r.insert_header("cache-control", "private, No-Cache").unwrap();
+        r.insert_header("cache-control", "private, No-Cache")
+            .unwrap();
         r.insert_header("content-length", "10").unwrap();
         apply_sse_policy(&mut r, true);
         assert_eq!(

@@ -157,14 +157,16 @@ impl ProxyHttp for SidecarProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let mut what = "";
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ if *e.esource() == pingora_error::ErrorSource::Upstream
                 || is_upstream_error(e.etype()) =>
             {
-                let (reason, code, what) = classify_upstream_error(e.etype());
+                let (reason, code, phrase) = classify_upstream_error(e.etype());
                 self.shared.metrics.upstream_error(reason);
-                ctx.error = Some(format!("{what}: {e}"));
+                ctx.error = Some(format!("{phrase}: {e}"));
+                what = phrase;
                 code
             }
             _ => match e.etype() {
@@ -176,7 +178,12 @@ impl ProxyHttp for SidecarProxy {
             },
         };
         if code > 0 && session.response_written().is_none() {
-            let body = Bytes::from(format!("{}\n", status_text(code)));
+            let body = if what.is_empty() {
+                format!("{}\n", status_text(code))
+            } else {
+                format!("{}: {what}\n", status_text(code))
+            };
+            let body = Bytes::from(body);
             let _ = relay::write_plain(session, code, body).await;
         }
         ctx.status = code;
@@ -244,9 +251,7 @@ pub(crate) fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
 }
 
 pub(crate) fn is_tls(session: &Session) -> bool {
-    session
-        .digest()
-        .is_some_and(|d| d.ssl_digest.is_some())
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
 fn is_upstream_error(t: &ErrorType) -> bool {
@@ -268,15 +273,21 @@ fn is_upstream_error(t: &ErrorType) -> bool {
 pub(crate) fn classify_upstream_error(t: &ErrorType) -> (UpstreamErrorReason, u16, &'static str) {
     use ErrorType::*;
     match t {
-        ConnectTimedout | TLSHandshakeTimedout => {
-            (UpstreamErrorReason::Timeout, 504, "upstream connect timed out")
-        }
+        ConnectTimedout | TLSHandshakeTimedout => (
+            UpstreamErrorReason::Timeout,
+            504,
+            "upstream connect timed out",
+        ),
         ReadTimedout | WriteTimedout => (
             UpstreamErrorReason::Timeout,
             504,
             "upstream did not answer within the read timeout",
         ),
-        ConnectRefused => (UpstreamErrorReason::Connect, 502, "upstream refused the connection"),
+        ConnectRefused => (
+            UpstreamErrorReason::Connect,
+            502,
+            "upstream refused the connection",
+        ),
         ConnectNoRoute | ConnectError | SocketError | BindError | TLSHandshakeFailure
         | InvalidCert | HandshakeError | TLSWantX509Lookup | ConnectProxyFailure => {
             (UpstreamErrorReason::Connect, 502, "upstream unreachable")

@@ -143,10 +143,7 @@ async fn send(
 /// The app failed before any response header: answer per `sse.on_upstream_error`.
 async fn upstream_failed(shared: &Shared, session: &mut Session, ctx: &mut Ctx, e: &Error) {
     let (reason, code, what) = classify_upstream_error(e.etype());
-    if matches!(
-        e.esource(),
-        pingora_error::ErrorSource::Downstream
-    ) {
+    if matches!(e.esource(), pingora_error::ErrorSource::Downstream) {
         // The client went away while we were still sending its request.
         ctx.error = Some(format!("client error: {e}"));
         return;
@@ -164,7 +161,11 @@ async fn upstream_failed(shared: &Shared, session: &mut Session, ctx: &mut Ctx, 
             // it reconnect after `retry`, which is what a restarting app needs.
             ctx.status = 200;
             ctx.sse = true;
-            let base = shared.config.sse.retry.unwrap_or(shared.config.shutdown.retry);
+            let base = shared
+                .config
+                .sse
+                .retry
+                .unwrap_or(shared.config.shutdown.retry);
             let retry = shared.drain.retry_ms(base);
             let mut body = format!(": upstream error: {what}\n\n").into_bytes();
             body.extend_from_slice(&crate::sse::retry_block(retry));
@@ -173,8 +174,11 @@ async fn upstream_failed(shared: &Shared, session: &mut Session, ctx: &mut Ctx, 
                 Err(_) => return,
             };
             let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream");
-            headers::apply_sse_policy(&mut resp, false);
-            let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len());
+            let chunked = session.req_header().version == http::Version::HTTP_11;
+            headers::apply_sse_policy(&mut resp, chunked);
+            if !chunked {
+                session.set_keepalive(None);
+            }
             let ds = &mut session.downstream_session;
             if ds.write_response_header(Box::new(resp)).await.is_ok() {
                 let _ = ds.write_response_body(Bytes::from(body), true).await;
@@ -183,7 +187,9 @@ async fn upstream_failed(shared: &Shared, session: &mut Session, ctx: &mut Ctx, 
                 outcome: Some(Outcome::UpstreamError),
                 ..Default::default()
             });
-            shared.metrics.stream_finished(Outcome::UpstreamError, Duration::ZERO);
+            shared
+                .metrics
+                .stream_finished(Outcome::UpstreamError, Duration::ZERO);
         }
     }
 }
@@ -342,7 +348,7 @@ async fn stream(
                 // Heartbeat due, idle timeout, or a scheduled close.
                 _ = &mut timer => Wake::Timer,
                 // SIGTERM: schedule this stream's close somewhere in the drain window.
-                changed = drain_rx.changed(), if close_at.map_or(true, |(_, o)| o != Outcome::Shutdown) => {
+                changed = drain_rx.changed(), if close_at.is_none_or(|(_, o)| o != Outcome::Shutdown) => {
                     if changed.is_err() { Wake::Timer } else { Wake::Drain }
                 }
             };
@@ -351,7 +357,7 @@ async fn stream(
                 Wake::ClientGone => break 'relay Outcome::ClientClosed,
                 Wake::Drain => {
                     let at = Instant::now() + shared.drain.close_offset();
-                    if close_at.map_or(true, |(t, _)| at < t) {
+                    if close_at.is_none_or(|(t, _)| at < t) {
                         close_at = Some((at, Outcome::Shutdown));
                     }
                 }
@@ -420,7 +426,13 @@ async fn stream(
                             cfg.timeouts.sse_idle
                         ));
                         if framer.at_boundary() {
-                            break 'relay close_stream(shared, ds, &mut summary, Outcome::IdleTimeout).await;
+                            break 'relay close_stream(
+                                shared,
+                                ds,
+                                &mut summary,
+                                Outcome::IdleTimeout,
+                            )
+                            .await;
                         }
                         ds.shutdown().await;
                         break 'relay Outcome::IdleTimeout;
@@ -474,7 +486,11 @@ async fn close_stream(
 ) -> Outcome {
     let base = match outcome {
         Outcome::Shutdown => shared.config.shutdown.retry,
-        _ => shared.config.sse.retry.unwrap_or(shared.config.shutdown.retry),
+        _ => shared
+            .config
+            .sse
+            .retry
+            .unwrap_or(shared.config.shutdown.retry),
     };
     let block = crate::sse::retry_block(shared.drain.retry_ms(base));
     summary.bytes += block.len() as u64;
