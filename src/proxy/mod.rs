@@ -33,6 +33,8 @@ pub struct Shared {
     pub open_block: Option<Bytes>,
     pub heartbeat_block: Bytes,
     pub drain: Drain,
+    /// SSE candidates being relayed now, for `limits.max_streams`.
+    pub relayed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Shared {
@@ -59,6 +61,7 @@ impl Shared {
             open_block,
             heartbeat_block,
             drain: Drain::new(config.shutdown),
+            relayed: Arc::default(),
             metrics,
             config,
         }

@@ -25,6 +25,23 @@ const RETRY_BUFFER: usize = 64 * 1024;
 
 /// Relays one SSE candidate request. Everything, including failures, is answered here.
 pub(crate) async fn run(shared: &Shared, session: &mut Session, ctx: &mut Ctx) {
+    let Some(_slot) = StreamSlot::take(shared) else {
+        // Over `limits.max_streams`: shed load before touching the app.
+        ctx.status = 503;
+        ctx.error = Some(format!(
+            "limits.max_streams ({}) reached",
+            shared.config.limits.max_streams
+        ));
+        let retry_after = shared.config.shutdown.retry.as_secs().max(1);
+        let _ = write_status(
+            session,
+            503,
+            Bytes::from("503 Service Unavailable: too many open streams\n"),
+            &[("retry-after", retry_after.to_string())],
+        )
+        .await;
+        return;
+    };
     let req = upstream_request(shared, session);
     let up = match exchange(shared, session, &req).await {
         Ok(up) => up,
@@ -194,9 +211,39 @@ async fn upstream_failed(shared: &Shared, session: &mut Session, ctx: &mut Ctx, 
     }
 }
 
+/// Holds one of the `limits.max_streams` slots while a candidate is relayed.
+struct StreamSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> StreamSlot<'a> {
+    fn take(shared: &'a Shared) -> Option<StreamSlot<'a>> {
+        use std::sync::atomic::Ordering;
+        let prev = shared.relayed.fetch_add(1, Ordering::AcqRel);
+        let slot = StreamSlot(&shared.relayed);
+        (prev < shared.config.limits.max_streams).then_some(slot)
+    }
+}
+
+impl Drop for StreamSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Writes a short plain-text response (errors).
 pub(crate) async fn write_plain(session: &mut Session, code: u16, body: Bytes) -> Result<()> {
-    let mut resp = ResponseHeader::build(code, Some(3))?;
+    write_status(session, code, body, &[]).await
+}
+
+async fn write_status(
+    session: &mut Session,
+    code: u16,
+    body: Bytes,
+    extra: &[(&'static str, String)],
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(3 + extra.len()))?;
+    for (name, value) in extra {
+        resp.insert_header(*name, value.as_str())?;
+    }
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
