@@ -5,11 +5,15 @@ use crate::admin::{AdminService, Readiness};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::drain::DrainService;
+use crate::proxy::head::HeadGuard;
 use crate::proxy::{Shared, SidecarProxy};
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
 use std::sync::Arc;
 
 /// Everything that can go wrong before the server runs, with a message for the operator.
@@ -72,23 +76,36 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     server.bootstrap();
 
     let listeners = config.listeners.clone();
+    let header_read_timeout = config.timeouts.header_read;
     let shared = Arc::new(Shared::new(config, metrics, upstream_addr));
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        SidecarProxy {
-            shared: shared.clone(),
-        },
-        "sse-sidecar",
-    );
-    if let Some(app) = proxy.app_logic_mut() {
+    let app = |h2c: bool| {
+        let mut app = pingora_proxy::http_proxy(
+            &server.configuration,
+            SidecarProxy {
+                shared: shared.clone(),
+            },
+        );
         let mut options = HttpServerOptions::default();
-        options.h2c = true;
+        options.h2c = h2c;
         app.server_options = Some(options);
-    }
+        Arc::new(app)
+    };
+    let mut proxy = Service::new(
+        "sse-sidecar".to_string(),
+        HeadGuard {
+            h1: app(false),
+            h2c: app(true),
+            timeout: header_read_timeout,
+        },
+    );
     for l in &listeners {
         let addr = l.addr.to_string();
         match &l.tls {
-            None => proxy.add_tcp(&addr),
+            // No L4 read buffer downstream: pingora's default is 64 KiB per connection, and an
+            // SSE client sends nothing after its request. The small write buffer stays, so a
+            // chunk's size line, data and CRLF leave in one syscall.
+            None => proxy
+                .add_listener(ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, 1460))),
             Some(tls) => {
                 let mut settings = pingora_core::listeners::tls::TlsSettings::intermediate(
                     &tls.cert.display().to_string(),

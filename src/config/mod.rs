@@ -793,7 +793,8 @@ mod tests {
         )
         .unwrap_err();
         let all = err.problems.join("\n");
-        assert_eq!(err.problems.len(), 5, "{all}");
+        assert_eq!(err.problems.len(), 6, "{all}");
+        assert!(all.contains("listen: invalid value \"nowhere\""), "{all}");
         assert!(
             all.contains("heartbeat_interval: invalid value \"15x\""),
             "{all}"

@@ -3,6 +3,7 @@
 //! policy applied to any event stream it meets.
 
 pub mod drain;
+pub mod head;
 pub mod headers;
 pub mod relay;
 

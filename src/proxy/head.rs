@@ -1,0 +1,226 @@
+//! Request-head guard in front of pingora's HTTP app: a client must send its whole request
+//! header within `limits.header_read_timeout` and in at most [`MAX_HEAD`] bytes, and the head
+//! must be unambiguous HTTP/1 (no request smuggling) — or the h2c preface.
+//!
+//! pingora only bounds each single read (60 s) and the header size (1 MiB), so a slowloris
+//! client trickling a byte every 59 s holds a connection forever. This wrapper reads the head
+//! itself under one deadline, then hands the bytes back to the stream (`rewind`) so pingora
+//! parses exactly what the client sent. Because it knows whether the connection opened with
+//! the h2 preface, it also routes h2c and HTTP/1 to two instances of the app: pingora's own h2c
+//! sniffing reads 24 bytes and would hang on a shorter HTTP/1 request.
+
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// Largest request head accepted; larger heads get `431`.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// How long a kept-alive connection may sit idle before its next request starts.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+pub struct HeadGuard<A> {
+    /// The app for HTTP/1 (and TLS, where ALPN picks the protocol).
+    pub h1: Arc<A>,
+    /// The same app with h2c enabled, for connections that open with the h2 preface.
+    pub h2c: Arc<A>,
+    pub timeout: Duration,
+}
+
+enum Head {
+    /// The whole HTTP/1 head (and maybe more) was read.
+    Complete(Vec<u8>),
+    /// The connection opened with the h2c preface.
+    H2c(Vec<u8>),
+    Invalid(String),
+    TooLarge,
+    TimedOut,
+    Closed,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // Only plain TCP can be rewound; TLS streams go straight through (pingora's own
+        // per-read timeout and 1 MiB cap still apply there).
+        if !stream.as_any().is::<L4Stream>() {
+            return self.h1.process_new(stream, shutdown).await;
+        }
+        let Ok(mut tcp) = stream.into_any().downcast::<L4Stream>() else {
+            return None;
+        };
+        match read_head(&mut tcp, self.timeout).await {
+            Head::Complete(bytes) => {
+                tcp.rewind(&bytes);
+                self.h1.process_new(tcp, shutdown).await
+            }
+            Head::H2c(bytes) => {
+                tcp.rewind(&bytes);
+                self.h2c.process_new(tcp, shutdown).await
+            }
+            Head::Invalid(why) => {
+                reject(&mut tcp, "400 Bad Request", &why).await;
+                None
+            }
+            Head::TooLarge => {
+                reject(
+                    &mut tcp,
+                    "431 Request Header Fields Too Large",
+                    "request header over 64 KiB",
+                )
+                .await;
+                None
+            }
+            Head::TimedOut => {
+                reject(
+                    &mut tcp,
+                    "408 Request Timeout",
+                    "request header not received in time",
+                )
+                .await;
+                None
+            }
+            Head::Closed => None,
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.h1.cleanup().await;
+        self.h2c.cleanup().await;
+    }
+}
+
+async fn read_head(tcp: &mut L4Stream, timeout: Duration) -> Head {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 2048];
+    // The clock starts at the first byte: an idle kept-alive connection is not a slowloris.
+    // A fresh connection that never sends a byte is bounded by the idle limit.
+    let mut deadline = Instant::now() + KEEPALIVE_IDLE;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
+            Err(_) if buf.is_empty() => return Head::Closed,
+            Err(_) => return Head::TimedOut,
+            Ok(Err(_)) | Ok(Ok(0)) => return Head::Closed,
+            Ok(Ok(n)) => n,
+        };
+        if buf.is_empty() {
+            deadline = Instant::now() + timeout;
+            // The h2c preface is not an HTTP/1 head; pingora takes it from here.
+            if chunk[..n].starts_with(b"PRI ") {
+                buf.extend_from_slice(&chunk[..n]);
+                return Head::H2c(buf);
+            }
+        }
+        let scan_from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if head_end(&buf[scan_from..]) {
+            return match check_head(&buf) {
+                Ok(()) => Head::Complete(buf),
+                Err(why) => Head::Invalid(why),
+            };
+        }
+        if buf.len() > MAX_HEAD {
+            return Head::TooLarge;
+        }
+    }
+}
+
+/// Rejects heads pingora or the app could read differently from us: malformed lines, and
+/// the framing ambiguities request smuggling relies on (RFC 9112 §6.3).
+fn check_head(bytes: &[u8]) -> Result<(), String> {
+    let mut headers = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("incomplete request head".into()),
+        Err(e) => return Err(format!("malformed request head: {e}")),
+    }
+    let mut content_length: Option<&[u8]> = None;
+    let mut transfer_encoding: Option<&[u8]> = None;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = h.value.trim_ascii();
+            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+                return Err("invalid Content-Length".into());
+            }
+            if content_length.is_some_and(|prev| prev != v) {
+                return Err("conflicting Content-Length headers".into());
+            }
+            content_length = Some(v);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if transfer_encoding.is_some() {
+                return Err("repeated Transfer-Encoding header".into());
+            }
+            transfer_encoding = Some(h.value);
+        }
+    }
+    if let Some(te) = transfer_encoding {
+        if content_length.is_some() {
+            return Err("both Content-Length and Transfer-Encoding".into());
+        }
+        let last = te.rsplit(|b| *b == b',').next().unwrap_or_default();
+        if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return Err("Transfer-Encoding does not end with chunked".into());
+        }
+    }
+    Ok(())
+}
+
+/// Whether `bytes` contain the blank line that ends a head (CRLF or bare-LF style).
+fn head_end(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| w == b"\r\n\r\n") || bytes.windows(2).any(|w| w == b"\n\n")
+}
+
+async fn reject(tcp: &mut L4Stream, status: &str, why: &str) {
+    let body = format!("{status}: {why}\n");
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tcp.write_all(resp.as_bytes()).await;
+        let _ = tcp.flush().await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+    tracing::info!(target: "access", status = &status[..3], error = why, "request rejected");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_head, head_end};
+
+    #[test]
+    fn smuggling_shapes_are_rejected() {
+        let ok = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n";
+        assert!(check_head(ok).is_ok());
+        for bad in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GARBAGE\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        ] {
+            assert!(check_head(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn finds_head_end_in_both_styles() {
+        assert!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(head_end(b"GET / HTTP/1.0\n\n"));
+        assert!(!head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"));
+    }
+}
