@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::client::{self, End, Response};
+use common::client::{self, Conn, End, Response};
 use common::h2c::H2Conn;
 use common::origin::{big_body, json_body, RequestRecord};
 use common::sidecar::{run_cli, temp_file};
@@ -523,6 +523,79 @@ async fn accept_encoding_stripped_for_sse_candidates() {
     sse::assert_seqs(&s.events(), 2, "events");
 }
 
+/// An SSE candidate whose answer is not an event stream (a 401 JSON error) passes through
+/// unchanged: status, headers, Content-Length and body, without SSE headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidate_with_non_sse_response_passes_through() {
+    let (origin, sc) = setup().await;
+    let target = "/json?size=100&status=401&h=WWW-Authenticate:Bearer";
+    let r = client::get(sc.addr, target, &[ES]).await;
+    assert_eq!(r.status(), 401, "head: {}", show(&r.head.raw));
+    assert_eq!(r.end, Some(End::Complete));
+    assert_eq!(r.body, json_body(100));
+    assert_eq!(r.body, one(&origin, target).body_sent);
+    assert_eq!(r.head.header("content-type"), Some("application/json"));
+    assert_eq!(
+        r.head.header("content-length"),
+        Some(&*json_body(100).len().to_string())
+    );
+    assert_eq!(r.head.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(r.head.header_all("set-cookie").len(), 2);
+    assert!(
+        !r.head.has("x-accel-buffering"),
+        "SSE headers on a JSON answer"
+    );
+}
+
+/// A client's HTTP/1.1 connection carries a relayed JSON answer, a relayed SSE stream and a
+/// normal-path request in turn (or the sidecar says `Connection: close`): framing stays right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_connection_reused_across_relay_and_normal_path() {
+    let (_origin, sc) = setup().await;
+    let steps: [(&str, &[(&str, &str)]); 3] = [
+        ("/json?size=5", &[ES]),
+        ("/sse?events=2&interval_ms=10", &[ES]),
+        ("/json?size=7", &[]),
+    ];
+    let mut conn = Some(Conn::connect(sc.addr).await);
+    for (target, headers) in steps {
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => Conn::connect(sc.addr).await,
+        };
+        c.send(&client::request("GET", target, headers, None)).await;
+        let mut r = Response::read(c, "GET", T)
+            .await
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert_eq!(r.read_to_end(T).await, Some(End::Complete), "{target}");
+        assert_eq!(r.status(), 200, "{target}");
+        if target.starts_with("/sse") {
+            let seqs: Vec<_> = sse::events_of(&sse::parse_all(&r.body))
+                .iter()
+                .map(|e| e.seq())
+                .collect();
+            assert_eq!(seqs, vec![Some(1), Some(2)], "{target}");
+        }
+        let close = r.head.tokens("connection").contains(&"close".to_string());
+        eprintln!(
+            "{target}: connection {}",
+            if close { "closed" } else { "kept" }
+        );
+        conn = (!close).then(|| r.into_conn());
+    }
+}
+
+/// Events larger than any read buffer (200 KB of data each) arrive intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_events_pass_through_intact() {
+    let (origin, sc) = setup().await;
+    let target = "/sse?events=3&interval_ms=30&pad=200000";
+    let mut s = open_sse(sc.addr, target, &[ES]).await;
+    assert_eq!(s.read_to_end(T).await, Some(End::Complete));
+    assert_app_bytes_after_comments(&s.bytes, &one(&origin, target).body_sent, "large events");
+    sse::assert_seqs(&s.events(), 3, "large events");
+}
+
 /// Each event reaches the client before the app writes the next one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_event_delivered_before_next_is_sent() {
@@ -577,6 +650,37 @@ async fn sse_survives_silence_longer_than_read_timeout() {
         Some(End::Complete)
     );
     sse::assert_seqs(&s.events(), 2, "events around the silence");
+}
+
+/// Once the SSE response head has arrived, --sse-idle-timeout (not --read-timeout) bounds the
+/// app's silence: 1 s idle timeout, 2.5 s silence, the stream is ended and the app's
+/// connection closed before the event after the silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_idle_timeout_bounds_app_silence() {
+    let origin = Origin::start().await;
+    let sc = Sidecar::builder(&origin.url())
+        .args(&["--read-timeout", "10s", "--sse-idle-timeout", "1s"])
+        .start()
+        .await;
+    let target = "/sse?events=2&interval_ms=0&silence_ms=2500";
+    let mut s = open_sse(sc.addr, target, &[ES]).await;
+    let t0 = now_ns();
+    let end = s.read_to_end(Duration::from_secs(8)).await;
+    let took = now_ns() - t0;
+    let seqs: Vec<_> = s.events().iter().map(|(e, _)| e.seq()).collect();
+    assert_eq!(seqs, vec![Some(1)], "events; stream end {end:?}");
+    assert!(end.is_some(), "stream still open after 8 s");
+    assert!(
+        took < 2_400_000_000,
+        "stream ended {:.0} ms after it opened; want about the 1 s idle timeout",
+        ms(took)
+    );
+    let rec = origin.wait_closed(target, T).await;
+    assert_eq!(
+        rec.events_sent.len(),
+        1,
+        "the app was still connected after its silence"
+    );
 }
 
 /// A non-SSE response with the same 2.5 s silence does not survive --read-timeout 1s: it is

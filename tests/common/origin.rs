@@ -17,8 +17,8 @@
 //! `/sse` parameters (defaults in brackets): `events` [3], `interval_ms` [50] between events,
 //! `first_ms` [0] before the first event, `silence_ms` [0] extra pause after event number
 //! `silence_after` [1], `le=lf|crlf|cr` [lf], `split=1` writes each event in two writes
-//! `split_ms` [20] apart, `id=1` adds `id: N`, `bom=1` starts the body with a UTF-8 BOM,
-//! `gzip=1|auto` compresses (sync flush per event), `framing=chunked|close` [chunked],
+//! `split_ms` [20] apart, `id=1` adds `id: N`, `pad=N` adds N bytes to each event's data,
+//! `bom=1` starts the body with a UTF-8 BOM, `gzip=1|auto` compresses (sync flush per event), `framing=chunked|close` [chunked],
 //! `ct` [text/event-stream], `cc` (a Cache-Control value), `end=done|hold|cut|reset` [done]:
 //! `hold` stays silent (up to 60 s) until the peer closes, `cut` closes without the last chunk,
 //! `reset` sends RST. Each event is `data: {"seq":N,"t_ns":T}` with N from 1 and T =
@@ -806,6 +806,7 @@ async fn sse(
         _ => b"\n",
     };
     let with_id = param(q, "id") == Some("1");
+    let pad = param_u64(q, "pad", 0) as usize;
     let bom = param(q, "bom") == Some("1");
     let end = param(q, "end").unwrap_or("done").to_string();
     let framing = if http10 || param(q, "framing") == Some("close") {
@@ -842,7 +843,11 @@ async fn sse(
             ev.extend_from_slice(format!("id: {seq}").as_bytes());
             ev.extend_from_slice(le);
         }
-        ev.extend_from_slice(format!(r#"data: {{"seq":{seq},"t_ns":{t}}}"#).as_bytes());
+        ev.extend_from_slice(format!(r#"data: {{"seq":{seq},"t_ns":{t}"#).as_bytes());
+        if pad > 0 {
+            ev.extend_from_slice(format!(r#","pad":"{}""#, "p".repeat(pad)).as_bytes());
+        }
+        ev.push(b'}');
         ev.extend_from_slice(le);
         ev.extend_from_slice(le);
         let pieces: Vec<&[u8]> = if split {
