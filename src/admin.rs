@@ -135,12 +135,20 @@ struct Shared {
 impl AdminService {
     /// Binds the admin address now, so a busy port fails startup (or
     /// `check`) with a clear error instead of failing inside a service.
+    ///
+    /// `SO_REUSEPORT` lets a new process started with `--upgrade` bind the same admin address
+    /// while the old one drains (pingora hands over only the proxy listeners).
     pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
-        let listener = std::net::TcpListener::bind(addr).map_err(|io| BindError { addr, io })?;
+        use socket2::{Domain, Socket, Type};
+        let err = |io| BindError { addr, io };
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
+        socket.set_reuse_address(true).map_err(err)?;
+        socket.set_reuse_port(true).map_err(err)?;
+        socket.bind(&addr.into()).map_err(err)?;
+        socket.listen(128).map_err(err)?;
+        let listener: std::net::TcpListener = socket.into();
         // Required by tokio's `from_std` in `start`.
-        listener
-            .set_nonblocking(true)
-            .map_err(|io| BindError { addr, io })?;
+        listener.set_nonblocking(true).map_err(err)?;
         Ok(listener)
     }
 
