@@ -220,6 +220,13 @@ impl Sidecar {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// The body of `GET /metrics` on the admin port (panics if metrics are off).
+    pub async fn metrics(&self) -> String {
+        let addr = self.metrics_addr.expect("sidecar started with metrics off");
+        let r = super::client::get(addr, "/metrics", &[]).await;
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
