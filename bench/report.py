@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Turns the client reports of one scripts/bench.sh run into the markdown table
+and JSON file, and decides the exit code: non-zero when a case failed (a target
+that did not start, stream errors, no events), never because of a number.
+Capacity cases may fail by design (that is what they search for); they count
+as failures only in --smoke, where 50 streams must always be held."""
+
+import argparse
+import json
+import sys
+
+TARGETS = ["direct", "sidecar", "nginx", "haproxy"]
+PROXIES = ["sidecar", "nginx", "haproxy"]
+
+
+def load_cases(path):
+    cases = []
+    with open(path) as f:
+        for line in f:
+            wl, target, status, js, load = line.rstrip("\n").split("\t")
+            r = json.load(open(js)) if status == "ok" else None
+            cases.append({"workload": wl, "target": target, "status": status, "load1": load, "report": r})
+    return cases
+
+
+def problems(c, smoke):
+    """Why a case failed, or [] when it did not."""
+    r, wl = c["report"], c["workload"]
+    if r is None:
+        return [c["status"]]
+    if wl == "capacity" and not smoke:
+        return []
+    out = []
+    if r["failures_total"]:
+        out.append(f"{r['failures_total']} stream failures {r['failure_samples'][:3]}")
+    if r["held"] != r["streams"]:
+        out.append(f"held {r['held']} of {r['streams']} streams")
+    if wl in ("latency", "fanout", "throughput") and r["events_window"] == 0:
+        out.append("no events")
+    if wl == "latency" and r["bad_timestamps"]:
+        out.append(f"{r['bad_timestamps']} implausible timestamps")
+    return out
+
+
+def pick(cases, wl, target):
+    """The case for (wl, target); for capacity the largest clean try, else the last one."""
+    cs = [c for c in cases if c["workload"] == wl and c["target"] == target]
+    if wl == "capacity":
+        clean = [c for c in cs if c["report"] and not c["report"]["failures_total"]
+                 and c["report"]["held"] == c["report"]["streams"]]
+        if clean:
+            return max(clean, key=lambda c: c["report"]["streams"])
+    return cs[-1] if cs else None
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 100 or digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def signed(v):
+    return ("+" if v >= 0 else "−") + fmt(abs(v))
+
+
+def ratio(a, b):
+    if a is None or b is None or not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or b <= 0:
+        return None
+    return a / b
+
+
+def build_rows(cases):
+    """Each row: label, unit, better ('lower'/'higher'), values per target, value used for ratios."""
+    rows = []
+
+    def rep(wl, t):
+        c = pick(cases, wl, t)
+        return c["report"] if c and c["report"] else None
+
+    direct = rep("latency", "direct")
+    for q, name in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
+        vals, cmp = {}, {}
+        for t in TARGETS:
+            r = rep("latency", t)
+            if not r or not r["latency_us"]["count"]:
+                continue
+            v = r["latency_us"][q]
+            if t == "direct":
+                vals[t] = fmt(v)
+            else:
+                added = v - direct["latency_us"][q] if direct else None
+                cmp[t] = added
+                vals[t] = f"{fmt(v)} ({signed(added)})" if added is not None else fmt(v)
+        rows.append({"workload": "latency", "metric": f"{name} latency µs (added = proxy − direct)",
+                     "better": "lower", "values": vals, "compare": cmp, "key": f"latency_added_{q}_us"})
+
+    def proxy_metric(wl, key, label, fn, better, digits=1):
+        vals, cmp = {}, {}
+        for t in TARGETS:
+            r = rep(wl, t)
+            if not r:
+                continue
+            v = fn(r, t)
+            if v is None:
+                continue
+            vals[t] = fmt(v, digits)
+            cmp[t] = v
+        rows.append({"workload": wl, "metric": label, "better": better, "values": vals, "compare": cmp, "key": key})
+
+    def cpu_per_event(r, t):
+        p = r.get("proxy")
+        if not p or not r["events_window"]:
+            return None
+        return p["cpu_s_window"] * 1e6 / r["events_window"]
+
+    proxy_metric("latency", "latency_cpu_us_per_event", "CPU µs per event (user+sys, process group)",
+                 cpu_per_event, "lower", 2)
+    proxy_metric("fanout", "fanout_cpu_s_per_1000_events", "CPU s per 1,000 events (= ms/1k)",
+                 lambda r, t: None if cpu_per_event(r, t) is None else cpu_per_event(r, t) / 1000, "lower", 4)
+    proxy_metric("fanout", "fanout_events", "events delivered in window",
+                 lambda r, t: r["events_window"], "higher", 0)
+
+    def mem(r, t):
+        p = r.get("proxy")
+        if not p or not r["streams"]:
+            return None
+        return (p["rss_loaded_kib"] - p["rss_idle_kib"]) / r["streams"]
+
+    proxy_metric("memory", "memory_kib_per_stream", "KiB per idle stream ((RSS loaded − idle) / streams)",
+                 mem, "lower", 1)
+
+    vals, cmp = {}, {}
+    for t in TARGETS:
+        cs = [c for c in cases if c["workload"] == "capacity" and c["target"] == t]
+        if not cs:
+            continue
+        best = pick(cases, "capacity", t)
+        r = best["report"] if best else None
+        if r and not r["failures_total"] and r["held"] == r["streams"]:
+            vals[t] = fmt(r["streams"], 0)
+            cmp[t] = r["streams"]
+        else:
+            tried = min((c["report"]["streams"] for c in cs if c["report"]), default=None)
+            vals[t] = f"< {fmt(tried, 0)}" if tried else cs[-1]["status"]
+    rows.append({"workload": "capacity", "metric": "streams held with no error", "better": "higher",
+                 "values": vals, "compare": cmp, "key": "capacity_streams"})
+
+    proxy_metric("throughput", "throughput_mib_s", "MiB/s, one stream of 64 KiB events",
+                 lambda r, t: r["mib_per_s"], "higher", 1)
+    return rows
+
+
+def goal(row):
+    """The issue's target for the sidecar on this row, as (text, met or None)."""
+    c = row["compare"]
+    s, n, h = c.get("sidecar"), c.get("nginx"), c.get("haproxy")
+    if s is None:
+        return ("", None)
+    key = row["key"]
+    if key == "latency_added_p99_us" and n is not None and h is not None:
+        return ("≤ min(nginx, haproxy)", s <= min(n, h))
+    if key in ("latency_cpu_us_per_event", "fanout_cpu_s_per_1000_events") and n is not None and h is not None:
+        return ("≤ min(nginx, haproxy)", s <= min(n, h))
+    if key == "memory_kib_per_stream" and h is not None:
+        return ("< haproxy (else ≤ 8 KiB)", s < h or s <= 8)
+    if key == "capacity_streams":
+        return ("9,000", s >= 9000)
+    if key == "throughput_mib_s" and n is not None:
+        return ("≥ 90 % of nginx", s >= 0.9 * n)
+    return ("", None)
+
+
+def markdown(meta, rows, cases, failures):
+    m = meta
+    out = [f"# sse-sidecar benchmark — {m['date']}{' (smoke)' if m['smoke'] else ''}", ""]
+    out.append(f"Machine: {m['cores']} cores ({m['cpu']}), Linux {m['kernel']}; load average at the end: "
+               f"{m['loadavg_end']}. Peers: {m['nginx']}; {m['haproxy']}. Commit {m['git'] or '?'}.")
+    out.append("")
+    out.append("Command: `make bench` (= `scripts/bench.sh`). All on loopback, one origin "
+               "(`sse-bench origin`), the client (`sse-bench client`) in its own process; every proxy "
+               "started fresh per case. nginx: the hand-tuned SSE block, worker_processes = cores; "
+               "HAProxy: nbthread = cores, `timeout client/server 1h`, `option http-no-delay`; sidecar: "
+               "default threads (= cores), `RUST_LOG=warn`.")
+    out.append("")
+    out.append("How to read it: lower is better except capacity, throughput and events delivered. "
+               "Latency is measured from the origin's CLOCK_MONOTONIC stamp in each event to its parse in "
+               "the client; \"added\" is proxy percentile − direct percentile from the same run. CPU is "
+               "user+sys of the proxy's whole process group (nginx master + workers) over the measurement "
+               "window, divided by events delivered. Ratios are sidecar ÷ peer (on added latency for the "
+               "latency rows): < 1 means the sidecar uses less. Memory: the sidecar sends heartbeats "
+               "every 1 s; nginx and HAProxy send none. Two cores are shared by the origin, the proxy "
+               "and the client, so absolute figures include their contention; compare within a run.")
+    out.append("")
+    for n in m.get("notes", []):
+        out.append(f"**Note:** {n}")
+        out.append("")
+    out.append("| workload | metric | direct | sidecar | nginx | haproxy | sidecar/nginx | sidecar/haproxy | goal |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        v = r["values"]
+        c = r["compare"]
+        rn = ratio(c.get("sidecar"), c.get("nginx"))
+        rh = ratio(c.get("sidecar"), c.get("haproxy"))
+        g, met = goal(r) if not m["smoke"] else ("", None)
+        gtxt = f"{g} {'✓' if met else '✗'}" if met is not None else g
+        out.append(f"| {r['workload']} | {r['metric']} | {v.get('direct', '—')} | {v.get('sidecar', '—')} | "
+                   f"{v.get('nginx', '—')} | {v.get('haproxy', '—')} | "
+                   f"{fmt(rn, 2) + '×' if rn is not None else '—'} | "
+                   f"{fmt(rh, 2) + '×' if rh is not None else '—'} | {gtxt} |")
+    out.append("")
+    out.append("Workloads: " + "; ".join(f"{k}: {v}" for k, v in m["params"].items()) + ".")
+    out.append("")
+    out.append("<details><summary>every case</summary>")
+    out.append("")
+    out.append("| workload | target | status | streams | held | failures | events (window) | comments | "
+               "p50/p99/p99.9 µs | CPU s | RSS idle→loaded KiB | load1 |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for c in cases:
+        r = c["report"]
+        if not r:
+            out.append(f"| {c['workload']} | {c['target']} | {c['status']} | | | | | | | | | {c['load1']} |")
+            continue
+        l, p = r["latency_us"], r["proxy"] or {}
+        fails = ", ".join(f"{k} {v}" for k, v in r["failures"].items() if v) or "0"
+        out.append(f"| {c['workload']} | {c['target']} | ok | {r['streams']} | {r['held']} | {fails} | "
+                   f"{r['events_window']} | {r['comments_window']} | {l['p50']}/{l['p99']}/{l['p999']} | "
+                   f"{p.get('cpu_s_window', '—')} | {p.get('rss_idle_kib', '—')}→{p.get('rss_loaded_kib', '—')} | "
+                   f"{c['load1']} |")
+    out.append("")
+    out.append("</details>")
+    out.append("")
+    if failures:
+        out.append("**Failed cases:**")
+        out.append("")
+        for f in failures:
+            out.append(f"- {f}")
+        out.append("")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", required=True)
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--md", required=True)
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--smoke", action="store_true")
+    a = ap.parse_args()
+    meta = json.load(open(a.meta))
+    cases = load_cases(a.cases)
+    rows = build_rows(cases)
+    failures = []
+    for c in cases:
+        for p in problems(c, a.smoke):
+            failures.append(f"{c['workload']} / {c['target']}: {p}")
+    if not cases:
+        failures.append("no case ran")
+    md = markdown(meta, rows, cases, failures)
+    with open(a.md, "w") as f:
+        f.write(md + "\n")
+    with open(a.json, "w") as f:
+        json.dump({"meta": meta, "rows": rows, "cases": cases, "failures": failures}, f, indent=1)
+    print(md)
+    if failures:
+        print(f"bench: {len(failures)} failed case(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# `make bench`: the same SSE workloads through direct / sidecar / nginx / HAProxy,
+# interleaved in one run, on loopback; prints a markdown table (absolute figures,
+# sidecar/nginx and sidecar/haproxy ratios) and writes it to bench/results/.
+#
+#   scripts/bench.sh            full run (~25 min on the 2-core bench machine)
+#   scripts/bench.sh --smoke    every workload tiny (~50 streams, seconds each), for CI;
+#                               exits non-zero when a workload fails (errors, zero events),
+#                               never on performance numbers
+#
+# Options:
+#   --no-build            use the binaries as they are (default: cargo build --release --bins)
+#   --targets LIST        comma-separated subset of direct,sidecar,nginx,haproxy
+#   --workloads LIST      comma-separated subset of latency,fanout,memory,capacity,throughput
+#   --out DIR             where <date>.md/.json go (default bench/results; smoke: temp dir only)
+#   --latency-streams N --latency-duration DUR   (e.g. a medium run: 1000 streams for 10s)
+# Env: SSE_BENCH, SSE_SIDECAR (binary paths), BENCH_KEEP=1 keeps the temp dir.
+#
+# The workloads (full / smoke):
+#   latency     1,000 / 50 streams × 10 events/s for 30 / 2 s; added latency = proxy − direct
+#   fanout      5,000 / 50 streams on the origin's shared 1 s ticker for 30 / 3 s;
+#               CPU (user+sys of the proxy's process group) per 1,000 events delivered
+#   memory      5,000 / 50 idle streams held 10 / 2 s; (RSS loaded − RSS idle) / streams;
+#               the sidecar sends heartbeats every 1 s, nginx and HAProxy have none
+#   capacity    the most streams (≤ 9,000 / 50) held 60 / 4 s with no error; the sidecar
+#               heartbeats every 1 s and a stream silent for 3 s counts as an error
+#   throughput  one stream of 64 KiB events read as fast as possible for 10 / 2 s, MiB/s
+# Each proxy is started fresh for every (workload, target) case, in its own process
+# group, so RSS baselines are clean and CPU is summed over exactly its processes.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+SMOKE=0
+BUILD=1
+TARGETS=direct,sidecar,nginx,haproxy
+WORKLOADS=latency,fanout,memory,capacity,throughput
+OUT=
+LAT_STREAMS_ARG=
+LAT_DUR_ARG=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) SMOKE=1 ;;
+        --no-build) BUILD=0 ;;
+        --targets) TARGETS=$2; shift ;;
+        --workloads) WORKLOADS=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        --latency-streams) LAT_STREAMS_ARG=$2; shift ;;
+        --latency-duration) LAT_DUR_ARG=$2; shift ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$SMOKE" = 1 ]; then
+    LAT_STREAMS=50 LAT_RAMP=500ms LAT_DUR=2s
+    FAN_STREAMS=50 FAN_RAMP=500ms FAN_DUR=3s
+    MEM_STREAMS=50 MEM_RAMP=500ms MEM_DUR=2s
+    CAP_MAX=50 CAP_RAMP=500ms CAP_HOLD=4s CAP_TRIES=1
+    THR_DUR=2s
+else
+    LAT_STREAMS=1000 LAT_RAMP=5s LAT_DUR=30s
+    FAN_STREAMS=5000 FAN_RAMP=10s FAN_DUR=30s
+    MEM_STREAMS=5000 MEM_RAMP=10s MEM_DUR=10s
+    CAP_MAX=9000 CAP_RAMP=20s CAP_HOLD=60s CAP_TRIES=3
+    THR_DUR=10s
+fi
+LAT_STREAMS=${LAT_STREAMS_ARG:-$LAT_STREAMS}
+LAT_DUR=${LAT_DUR_ARG:-$LAT_DUR}
+LAT_RATE=10
+THR_SIZE=65536
+HB_IDLE=1s          # sidecar heartbeat in the memory and capacity workloads
+HB_SILENT_FOR=3s    # capacity: a stream silent this long (no heartbeat) is an error
+HB_QUIET=15s        # elsewhere: never fires while events flow every ≤ 1 s
+
+has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+secs() { # DUR -> whole seconds, rounded up
+    case "$1" in
+        *ms) echo $(( (${1%ms} + 999) / 1000 )) ;;
+        *s) echo "${1%s}" ;;
+        *m) echo $(( ${1%m} * 60 )) ;;
+        *) echo 60 ;;
+    esac
+}
+
+# The fd limit: two per stream per proxy; the client and origin hold one per stream each.
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+log "fd limit $(ulimit -n), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---- binaries -------------------------------------------------------------
+if [ "$BUILD" = 1 ]; then
+    log "cargo build --release --bins"
+    # CI builds exactly the committed Cargo.lock, like the Makefile.
+    cargo build --release ${CI:+--locked} --bins >&2
+fi
+BENCH=${SSE_BENCH:-$ROOT/target/release/sse-bench}
+SIDECAR=${SSE_SIDECAR:-$ROOT/target/release/sse-sidecar}
+[ -x "$BENCH" ] || { echo "bench.sh: $BENCH not found (build it, or set SSE_BENCH)" >&2; exit 1; }
+
+NOTES=()
+if has "$TARGETS" sidecar && [ ! -x "$SIDECAR" ]; then
+    NOTES+=("sidecar binary $SIDECAR not found: sidecar column skipped")
+    log "${NOTES[-1]}"
+    TARGETS=$(echo ",$TARGETS," | sed 's/,sidecar,/,/; s/^,//; s/,$//')
+fi
+need_pkgs=()
+has "$TARGETS" nginx && ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && need_pkgs+=(nginx)
+has "$TARGETS" haproxy && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ] && need_pkgs+=(haproxy)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    log "installing ${need_pkgs[*]}"
+    apt-get update >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_pkgs[@]}" >&2
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+# ---- process management ---------------------------------------------------
+TMP=$(mktemp -d /tmp/sse-bench.XXXXXX)
+PGIDS=()
+# shellcheck disable=SC2329 # invoked by the EXIT trap
+cleanup() {
+    local g
+    for g in "${PGIDS[@]}"; do kill -KILL -- "-$g" 2>/dev/null || true; done
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CMD...: runs CMD as leader of a new process group (pid = pgid; setsid
+# does not fork since a background job of a script is not a group leader).
+start() {
+    local name=$1; shift
+    setsid "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" </dev/null &
+    STARTED=$!
+    PGIDS+=("$STARTED")
+}
+
+# stop PGID: SIGINT (fast shutdown for pingora, nginx and HAProxy), SIGKILL after 5 s.
+stop() {
+    local g=$1 _
+    kill -INT -- "-$g" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 -- "-$g" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$g" 2>/dev/null || true
+    wait "$g" 2>/dev/null || true
+    local keep=() p
+    for p in "${PGIDS[@]}"; do [ "$p" = "$g" ] || keep+=("$p"); done
+    PGIDS=("${keep[@]}")
+}
+
+# wait_http PORT PGID: until GET /health answers (through the proxy), ≤ 10 s.
+wait_http() {
+    local _
+    for _ in $(seq 100); do
+        kill -0 "$2" 2>/dev/null || return 1
+        curl -sf -m 1 -o /dev/null "http://127.0.0.1:$1/health" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+free_port() { "$BENCH" ports 1; }
+
+# ---- the origin (one for the whole run) ------------------------------------
+ORIGIN_PORT=$(free_port)
+start origin "$BENCH" origin --listen "127.0.0.1:$ORIGIN_PORT" --fanout-interval 1s
+ORIGIN_PGID=$STARTED
+wait_http "$ORIGIN_PORT" "$ORIGIN_PGID" || { cat "$TMP/origin.err" >&2; echo "bench.sh: origin did not start" >&2; exit 1; }
+log "origin on 127.0.0.1:$ORIGIN_PORT"
+
+# start_target TARGET HEARTBEAT: sets PORT and PGID (empty for direct); fails if it does not come up.
+start_target() {
+    local t=$1 hb=$2 dir
+    PGID=
+    case "$t" in
+        direct) PORT=$ORIGIN_PORT; return 0 ;;
+        sidecar)
+            PORT=$(free_port)
+            # RUST_LOG=warn: no per-request logging, like nginx's access_log off.
+            RUST_LOG=warn start sidecar "$SIDECAR" --listen "127.0.0.1:$PORT" \
+                --upstream "http://127.0.0.1:$ORIGIN_PORT" --metrics-listen off \
+                --heartbeat-interval "$hb" --sse-idle-timeout 1h
+            ;;
+        nginx)
+            PORT=$(free_port); dir=$TMP/nginx; rm -rf "$dir"; mkdir -p "$dir"
+            sed -e "s|@DIR@|$dir|g; s|@PORT@|$PORT|g; s|@ORIGIN_PORT@|$ORIGIN_PORT|g; s|@WORKERS@|$(nproc)|g" \
+                bench/nginx.conf.in >"$dir/nginx.conf"
+            start nginx "$NGINX" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
+            ;;
+        haproxy)
+            PORT=$(free_port); dir=$TMP/haproxy; mkdir -p "$dir"
+            sed -e "s|@PORT@|$PORT|g; s|@ORIGIN_PORT@|$ORIGIN_PORT|g; s|@THREADS@|$(nproc)|g" \
+                bench/haproxy.cfg.in >"$dir/haproxy.cfg"
+            start haproxy "$HAPROXY" -db -f "$dir/haproxy.cfg"
+            ;;
+    esac
+    PGID=$STARTED
+    if ! wait_http "$PORT" "$PGID"; then
+        log "$t did not start: $(tail -n 3 "$TMP/$t.err" 2>/dev/null | tr '\n' ' ')"
+        stop "$PGID"
+        return 1
+    fi
+    # Let every worker finish starting up before the client samples "idle" RSS.
+    sleep 1
+}
+
+# ---- cases ----------------------------------------------------------------
+CASES=$TMP/cases.tsv
+: >"$CASES"
+
+# run_case WORKLOAD TARGET HEARTBEAT STREAMS PATH RAMP DURATION [client args...]
+# Appends "workload target status json-file" to cases.tsv.
+run_case() {
+    local wl=$1 t=$2 hb=$3 n=$4 path=$5 ramp=$6 dur=$7; shift 7
+    local tag="$wl-$t-$n" json watch=()
+    json=$TMP/$tag.json
+    if ! start_target "$t" "$hb"; then
+        printf '%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" start-failed - "$(cut -d' ' -f1 /proc/loadavg)" >>"$CASES"
+        return 1
+    fi
+    [ -n "$PGID" ] && watch=(--watch-pgid "$PGID")
+    log "$wl: $t, $n streams, $path, ramp $ramp, $dur"
+    local limit=$(( $(secs "$ramp") + $(secs "$dur") + 60 )) rc=0
+    timeout -k 5 "$limit" "$BENCH" client --url "http://127.0.0.1:$PORT$path" \
+        --streams "$n" --ramp "$ramp" --duration "$dur" --json "${watch[@]}" "$@" \
+        >"$json" 2>"$TMP/$tag.client.err" || rc=$?
+    [ -n "$PGID" ] && stop "$PGID"
+    if [ $rc -ne 0 ] || [ ! -s "$json" ]; then
+        log "client failed (exit $rc): $(tail -n 3 "$TMP/$tag.client.err" | tr '\n' ' ')"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" client-failed - "$(cut -d' ' -f1 /proc/loadavg)" >>"$CASES"
+        return 1
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" ok "$json" "$(cut -d' ' -f1 /proc/loadavg)" >>"$CASES"
+    python3 - "$json" >&2 <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+l, p = r["latency_us"], r["proxy"] or {}
+print(f"    held {r['held']}/{r['streams']}, failures {r['failures_total']} {r['failure_samples'][:2]}, "
+      f"events {r['events_window']} ({r['events_per_s']}/s), comments {r['comments_window']}, "
+      f"{r['mib_per_s']} MiB/s, p50/p99 {l['p50']}/{l['p99']} µs, "
+      f"cpu {p.get('cpu_s_window')} s, rss {p.get('rss_idle_kib')}->{p.get('rss_loaded_kib')} KiB")
+EOF
+}
+
+# held_clean JSON STREAMS: the case held every stream with no failure.
+held_clean() {
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r["failures_total"]==0 and r["held"]==int(sys.argv[2]) else 1)' "$1" "$2"
+}
+held_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["held"])' "$1"; }
+
+IFS=, read -r -a TLIST <<<"$TARGETS"
+for wl in latency fanout memory capacity throughput; do
+    has "$WORKLOADS" "$wl" || continue
+    for t in "${TLIST[@]}"; do
+        case "$wl" in
+            latency)
+                run_case latency "$t" "$HB_QUIET" "$LAT_STREAMS" "/stream?rate=$LAT_RATE" \
+                    "$LAT_RAMP" "$LAT_DUR" --align 0s || true ;;
+            fanout)
+                [ "$t" = direct ] && continue # no proxy: nothing to measure
+                run_case fanout "$t" "$HB_QUIET" "$FAN_STREAMS" /ticker "$FAN_RAMP" "$FAN_DUR" || true ;;
+            memory)
+                [ "$t" = direct ] && continue
+                run_case memory "$t" "$HB_IDLE" "$MEM_STREAMS" /idle "$MEM_RAMP" "$MEM_DUR" --align 0s || true ;;
+            capacity)
+                # Try CAP_MAX; on errors retry at what was held (rounded down to 500), ≤ CAP_TRIES runs.
+                n=$CAP_MAX
+                idle=()
+                [ "$t" = sidecar ] && idle=(--idle-timeout "$HB_SILENT_FOR")
+                for try in $(seq "$CAP_TRIES"); do
+                    run_case capacity "$t" "$HB_IDLE" "$n" /idle "$CAP_RAMP" "$CAP_HOLD" \
+                        --align 0s --ready-timeout 20s "${idle[@]}" || break
+                    json=$TMP/capacity-$t-$n.json
+                    held_clean "$json" "$n" && break
+                    [ "$try" = "$CAP_TRIES" ] && break
+                    h=$(held_of "$json")
+                    next=$(( h / 500 * 500 ))
+                    [ "$next" -ge "$n" ] && next=$(( n - 500 ))
+                    [ "$next" -lt 500 ] && break
+                    n=$next
+                done
+                ;;
+            throughput)
+                run_case throughput "$t" "$HB_QUIET" 1 "/bulk?size=$THR_SIZE" 0s "$THR_DUR" \
+                    --align 0s --read-buf 65536 || true ;;
+        esac
+    done
+done
+
+# ---- report ---------------------------------------------------------------
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+if [ -z "$OUT" ]; then
+    if [ "$SMOKE" = 1 ]; then OUT=$TMP/results; else OUT=$ROOT/bench/results; fi
+fi
+mkdir -p "$OUT"
+META=$TMP/meta.json
+python3 - "$META" <<EOF
+import json, platform, subprocess, sys
+def sh(c):
+    try: return subprocess.run(c, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception: return ""
+cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+json.dump({
+    "date": "$STAMP", "smoke": $SMOKE == 1, "cores": $(nproc), "cpu": cpu,
+    "kernel": platform.release(), "loadavg_end": sh("cat /proc/loadavg"),
+    "git": sh("git -C '$ROOT' rev-parse --short HEAD 2>/dev/null"),
+    "nginx": sh("'$NGINX' -v 2>&1"), "haproxy": sh("'$HAPROXY' -v 2>&1 | head -1"),
+    "notes": [n for n in """$(printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}")""".splitlines() if n],
+    "params": {"latency": "$LAT_STREAMS streams x $LAT_RATE ev/s, $LAT_DUR", "fanout": "$FAN_STREAMS streams, 1s ticker, $FAN_DUR",
+               "memory": "$MEM_STREAMS idle streams, $MEM_DUR", "capacity": "<= $CAP_MAX streams held $CAP_HOLD",
+               "throughput": "1 stream, $THR_SIZE-byte events, $THR_DUR"},
+}, open(sys.argv[1], "w"))
+EOF
+rc=0
+smoke_flag=()
+[ "$SMOKE" = 1 ] && smoke_flag=(--smoke)
+python3 bench/report.py --cases "$CASES" --meta "$META" --md "$OUT/$STAMP.md" --json "$OUT/$STAMP.json" \
+    "${smoke_flag[@]}" || rc=$?
+log "wrote $OUT/$STAMP.md and $OUT/$STAMP.json"
+exit $rc
