@@ -14,6 +14,10 @@ const HOP_BY_HOP: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "http2-settings",
+    // Credentials for this proxy, not the app (RFC 9110 §11.7); pingora's normal path strips
+    // them too.
+    "proxy-authorization",
+    "proxy-authenticate",
 ];
 
 /// Names of the fields the `Connection` header nominates, lowercased.
