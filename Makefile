@@ -27,8 +27,10 @@ BIN := target/release/sse-sidecar
 
 BUILD_PKGS := cmake
 TEST_PKGS := cmake nginx haproxy curl
-# The browser end-to-end test adds: chromium chromium-driver
-BROWSER_PKGS ?=
+# The browser end-to-end tests (tests/browser/: playwright-core driving Debian's
+# Chromium, Node's eventsource) need Chromium and their npm packages.
+BROWSER_DIR := tests/browser
+BROWSER_PKGS ?= $(if $(wildcard $(BROWSER_DIR)/package.json),chromium,)
 SHELL_SCRIPTS := .ci/run scripts/install-deps.sh scripts/py-tools.sh scripts/run-demo.sh \
 	scripts/suite.sh scripts/check-configs.sh scripts/validate-k8s.sh scripts/docker-mirror.sh
 
@@ -53,6 +55,12 @@ run: build
 test-deps:
 	@scripts/install-deps.sh $(TEST_PKGS) $(BROWSER_PKGS)
 	@scripts/py-tools.sh
+	@# npm ci only when node_modules is older than the lockfile.
+	@if [ -f $(BROWSER_DIR)/package-lock.json ] && \
+	    [ ! $(BROWSER_DIR)/node_modules/.package-lock.json -nt $(BROWSER_DIR)/package-lock.json ]; then \
+		echo "test-deps: npm ci in $(BROWSER_DIR)"; \
+		npm ci --prefix $(BROWSER_DIR) --no-audit --no-fund --loglevel=error; \
+	fi
 
 # Steps run in order, continuing past failures; the closing line reads
 # "suite: N passed, N failed, N skipped".
