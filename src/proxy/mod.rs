@@ -6,6 +6,7 @@ pub mod drain;
 pub mod head;
 pub mod headers;
 pub mod relay;
+pub mod stream;
 
 use crate::config::Config;
 use crate::metrics::{Kind, Metrics, Outcome, UpstreamErrorReason};
@@ -75,7 +76,7 @@ pub struct SidecarProxy {
 
 /// Per-request state.
 pub struct Ctx {
-    started: Instant,
+    pub(crate) started: Instant,
     /// The request went through the relay.
     relayed: bool,
     /// The response was an event stream.

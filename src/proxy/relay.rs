@@ -7,17 +7,16 @@
 //! stale pooled connection) → read the response header → an event stream goes to
 //! [`stream_loop`], anything else is passed through unchanged.
 
+use super::stream::{Downstream, UpstreamBody, UpstreamError, WriteError};
 use super::{classify_upstream_error, headers, status_text, Ctx, Shared, StreamSummary};
 use crate::config::OnUpstreamError;
 use crate::metrics::Outcome;
-use crate::sse::Framer;
 use bytes::Bytes;
 use pingora_core::protocols::http::client::HttpSession as Upstream;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
-use std::time::{Duration, Instant};
-use tokio::time::Instant as TokioInstant;
+use std::time::Duration;
 
 /// Request bodies up to this size are kept so the request can be retried on a fresh
 /// connection when a pooled one turns out to be stale.
@@ -305,15 +304,7 @@ async fn passthrough(
         .await;
 }
 
-/// Why the stream loop woke up.
-enum Wake {
-    ClientGone,
-    Chunk(Result<Option<Bytes>>),
-    Timer,
-    Drain,
-}
-
-/// Runs one event stream: header policy, opening block, then the relay loop.
+/// Runs one event stream over pingora sessions: header policy, then the shared loop.
 async fn stream(
     shared: &Shared,
     session: &mut Session,
@@ -321,237 +312,102 @@ async fn stream(
     mut up: Upstream,
     mut resp: ResponseHeader,
 ) {
-    let cfg = &shared.config;
-    let metrics = &shared.metrics;
-    let _active = metrics.stream_started();
-    let started = Instant::now();
-    let mut summary = StreamSummary::default();
-
     headers::strip_response_hop_by_hop(&mut resp);
     let chunked = session.req_header().version == http::Version::HTTP_11;
     headers::apply_sse_policy(&mut resp, chunked);
     if !chunked {
         session.set_keepalive(None);
     }
-    // The idle timeout is enforced by this loop, measured from the last upstream read:
+    // The idle timeout is enforced by the loop, measured from the last upstream read:
     // pingora's per-read timeout would restart whenever a heartbeat wakes the loop.
     up.set_read_timeout(None);
     let ds = &mut session.downstream_session;
-    ds.set_write_timeout(Some(cfg.timeouts.sse_write));
-
-    let outcome = 'relay: {
-        if ds.write_response_header(Box::new(resp)).await.is_err() {
-            break 'relay Outcome::ClientClosed;
-        }
-        let mut framer = Framer::new(shared.open_block.is_some());
-        if let Some(open) = &shared.open_block {
-            match ds.write_response_body(open.clone(), false).await {
-                Ok(()) => summary.bytes += open.len() as u64,
-                Err(e) => break 'relay write_outcome(&e),
-            }
-        }
-
-        let heartbeat = cfg.sse.heartbeat_interval;
-        let mut last_read = Instant::now();
-        let mut last_write = last_read;
-        let mut first_event = true;
-        let mut drain_rx = shared.drain.subscribe();
-        // When set: close at the next event boundary after this instant, with this outcome.
-        let mut close_at: Option<(Instant, Outcome)> = cfg
-            .limits
-            .max_stream_duration
-            .map(|d| (started + d, Outcome::MaxDuration));
-        if shared.drain.is_draining() {
-            close_at = Some((Instant::now(), Outcome::Shutdown));
-        }
-        let hard_close_after = cfg.shutdown.drain_window;
-
-        let timer = tokio::time::sleep(Duration::from_secs(3600));
-        tokio::pin!(timer);
-        let mut timer_at = Instant::now() + Duration::from_secs(3600);
-
-        loop {
-            // The earliest thing the timer must wake for. It is only ever moved earlier here;
-            // a deadline that moved later (a chunk was written) is noticed when it fires.
-            let boundary = framer.at_boundary();
-            let mut want = last_read + cfg.timeouts.sse_idle;
-            if let (Some(every), true) = (heartbeat, boundary) {
-                want = want.min(last_write + every);
-            }
-            if let Some((at, _)) = close_at {
-                want = want.min(if boundary { at } else { at + hard_close_after });
-            }
-            if want < timer_at || timer.is_elapsed() {
-                timer_at = want;
-                timer.as_mut().reset(TokioInstant::from_std(want));
-            }
-
-            let wake = tokio::select! {
-                biased;
-                // The client closed or reset its connection (or its h2 stream).
-                _ = ds.read_body_or_idle(true) => Wake::ClientGone,
-                // The app sent bytes, ended the body, or failed.
-                chunk = up.read_response_body() => Wake::Chunk(chunk),
-                // Heartbeat due, idle timeout, or a scheduled close.
-                _ = &mut timer => Wake::Timer,
-                // SIGTERM: schedule this stream's close somewhere in the drain window.
-                changed = drain_rx.changed(), if close_at.is_none_or(|(_, o)| o != Outcome::Shutdown) => {
-                    if changed.is_err() { Wake::Timer } else { Wake::Drain }
-                }
-            };
-
-            match wake {
-                Wake::ClientGone => break 'relay Outcome::ClientClosed,
-                Wake::Drain => {
-                    let at = Instant::now() + shared.drain.close_offset();
-                    if close_at.is_none_or(|(t, _)| at < t) {
-                        close_at = Some((at, Outcome::Shutdown));
-                    }
-                }
-                Wake::Chunk(Ok(Some(chunk))) => {
-                    let read_at = Instant::now();
-                    metrics.observe_upstream_silence(read_at - last_read);
-                    last_read = read_at;
-                    let fwd = framer.forward(chunk);
-                    if !fwd.bytes.is_empty() {
-                        let n = fwd.bytes.len() as u64;
-                        if let Err(e) = ds.write_response_body(fwd.bytes, false).await {
-                            break 'relay write_outcome(&e);
-                        }
-                        last_write = Instant::now();
-                        summary.bytes += n;
-                        metrics.stream_bytes_written(n);
-                    }
-                    if fwd.events > 0 {
-                        let delay = last_write - read_at;
-                        for _ in 0..fwd.events {
-                            metrics.observe_event_delay(delay);
-                        }
-                        metrics.events_relayed(u64::from(fwd.events));
-                        summary.events += u64::from(fwd.events);
-                        if first_event {
-                            first_event = false;
-                            metrics.observe_time_to_first_event(ctx.started.elapsed());
-                        }
-                    }
-                    if let Some((at, outcome)) = close_at {
-                        if framer.at_boundary() && Instant::now() >= at {
-                            break 'relay close_stream(shared, ds, &mut summary, outcome).await;
-                        }
-                    }
-                }
-                Wake::Chunk(Ok(None)) => {
-                    let rest = framer.finish();
-                    if !rest.is_empty() {
-                        summary.bytes += rest.len() as u64;
-                        if let Err(e) = ds.write_response_body(rest, false).await {
-                            break 'relay write_outcome(&e);
-                        }
-                    }
-                    if let Err(e) = ds.write_response_body(Bytes::new(), true).await {
-                        break 'relay write_outcome(&e);
-                    }
-                    shared
-                        .connector
-                        .release_http_session(up, &shared.peer, shared.peer.options.idle_timeout)
-                        .await;
-                    break 'relay Outcome::Completed;
-                }
-                Wake::Chunk(Err(e)) => {
-                    let (reason, _, what) = classify_upstream_error(e.etype());
-                    metrics.upstream_error(reason);
-                    ctx.error = Some(format!("{what}: {e}"));
-                    // No terminating chunk: the client sees the stream break and reconnects.
-                    ds.shutdown().await;
-                    break 'relay Outcome::UpstreamError;
-                }
-                Wake::Timer => {
-                    let now = Instant::now();
-                    if now >= last_read + cfg.timeouts.sse_idle {
-                        ctx.error = Some(format!(
-                            "app silent for the SSE idle timeout ({:?})",
-                            cfg.timeouts.sse_idle
-                        ));
-                        if framer.at_boundary() {
-                            break 'relay close_stream(
-                                shared,
-                                ds,
-                                &mut summary,
-                                Outcome::IdleTimeout,
-                            )
-                            .await;
-                        }
-                        ds.shutdown().await;
-                        break 'relay Outcome::IdleTimeout;
-                    }
-                    if let Some((at, outcome)) = close_at {
-                        if now >= at && framer.at_boundary() {
-                            break 'relay close_stream(shared, ds, &mut summary, outcome).await;
-                        }
-                        if now >= at + hard_close_after {
-                            // The app never finished its event: cut it (the client discards the
-                            // partial event) rather than hold shutdown forever.
-                            ds.shutdown().await;
-                            break 'relay outcome;
-                        }
-                    }
-                    if let Some(every) = heartbeat {
-                        if framer.at_boundary() && now >= last_write + every {
-                            let block = shared.heartbeat_block.clone();
-                            let n = block.len() as u64;
-                            if let Err(e) = ds.write_response_body(block, false).await {
-                                break 'relay write_outcome(&e);
-                            }
-                            framer.injected();
-                            last_write = Instant::now();
-                            summary.heartbeats += 1;
-                            summary.bytes += n;
-                            metrics.heartbeat_sent();
-                            metrics.stream_bytes_written(n);
-                        }
-                    }
-                }
-            }
-        }
-    };
-
-    summary.outcome = Some(outcome);
-    metrics.stream_finished(outcome, started.elapsed());
-    ctx.stream = Some(summary);
-    if !matches!(outcome, Outcome::Completed) {
+    ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
+    if ds.write_response_header(Box::new(resp)).await.is_err() {
+        ctx.stream = Some(StreamSummary {
+            outcome: Some(Outcome::ClientClosed),
+            ..Default::default()
+        });
+        shared
+            .metrics
+            .stream_finished(Outcome::ClientClosed, Duration::ZERO);
+        session.set_keepalive(None);
+        return;
+    }
+    let ended = super::stream::run(
+        shared,
+        &mut PingoraDown { ds },
+        &mut PingoraUp { up: &mut up },
+        ctx.started,
+        shared.open_block.clone(),
+        shared.open_block.is_some(),
+    )
+    .await;
+    if ended.upstream_done {
+        shared
+            .connector
+            .release_http_session(up, &shared.peer, shared.peer.options.idle_timeout)
+            .await;
+    }
+    if ended.summary.outcome != Some(Outcome::Completed) {
         // Never reuse a client connection whose stream did not end cleanly.
         session.set_keepalive(None);
     }
+    ctx.error = ended.error.or(ctx.error.take());
+    ctx.stream = Some(ended.summary);
 }
 
-/// Ends a stream cleanly at an event boundary with a jittered `retry:` hint.
-async fn close_stream(
-    shared: &Shared,
-    ds: &mut pingora_core::protocols::http::server::Session,
-    summary: &mut StreamSummary,
-    outcome: Outcome,
-) -> Outcome {
-    let base = match outcome {
-        Outcome::Shutdown => shared.config.shutdown.retry,
-        _ => shared
-            .config
-            .sse
-            .retry
-            .unwrap_or(shared.config.shutdown.retry),
-    };
-    let block = crate::sse::retry_block(shared.drain.retry_ms(base));
-    summary.bytes += block.len() as u64;
-    shared.metrics.stream_bytes_written(block.len() as u64);
-    if let Err(e) = ds.write_response_body(block, true).await {
-        return write_outcome(&e);
-    }
-    outcome
+/// A pingora downstream session (HTTP/1.1, h2, TLS) as the loop's client side.
+struct PingoraDown<'a> {
+    ds: &'a mut pingora_core::protocols::http::server::Session,
 }
 
-/// A failed downstream write: a client that stopped reading, or one that left.
-fn write_outcome(e: &Error) -> Outcome {
+fn write_error(e: &Error) -> WriteError {
     match e.etype() {
-        ErrorType::WriteTimedout => Outcome::SlowConsumer,
-        _ => Outcome::ClientClosed,
+        ErrorType::WriteTimedout => WriteError::Timeout,
+        _ => WriteError::Closed,
+    }
+}
+
+impl Downstream for PingoraDown<'_> {
+    async fn send(&mut self, data: Bytes) -> std::result::Result<(), WriteError> {
+        self.ds
+            .write_response_body(data, false)
+            .await
+            .map_err(|e| write_error(&e))
+    }
+
+    async fn finish(&mut self, last: Option<Bytes>) -> std::result::Result<(), WriteError> {
+        self.ds
+            .write_response_body(last.unwrap_or_default(), true)
+            .await
+            .map_err(|e| write_error(&e))
+    }
+
+    async fn gone(&mut self) {
+        // Returns only on a close, a reset or unexpected bytes (all: the client is done).
+        let _ = self.ds.read_body_or_idle(true).await;
+    }
+
+    async fn abort(&mut self) {
+        self.ds.shutdown().await;
+    }
+}
+
+/// A pingora upstream client session as the loop's app side.
+struct PingoraUp<'a> {
+    up: &'a mut Upstream,
+}
+
+impl UpstreamBody for PingoraUp<'_> {
+    async fn next(&mut self) -> std::result::Result<Option<Bytes>, UpstreamError> {
+        self.up.read_response_body().await.map_err(|e| {
+            let (reason, _, what) = classify_upstream_error(e.etype());
+            UpstreamError {
+                reason,
+                what,
+                detail: e.to_string(),
+            }
+        })
     }
 }
