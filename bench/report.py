@@ -201,6 +201,8 @@ def markdown(meta, rows, cases, failures):
     out.append("| workload | metric | direct | sidecar | nginx | haproxy | sidecar/nginx | sidecar/haproxy | goal |")
     out.append("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if not r["values"]:
+            continue
         v = r["values"]
         c = r["compare"]
         rn = ratio(c.get("sidecar"), c.get("nginx"))
@@ -212,7 +214,8 @@ def markdown(meta, rows, cases, failures):
                    f"{fmt(rn, 2) + '×' if rn is not None else '—'} | "
                    f"{fmt(rh, 2) + '×' if rh is not None else '—'} | {gtxt} |")
     out.append("")
-    out.append("Workloads: " + "; ".join(f"{k}: {v}" for k, v in m["params"].items()) + ".")
+    ran = {c["workload"] for c in cases}
+    out.append("Workloads: " + "; ".join(f"{k}: {v}" for k, v in m["params"].items() if k in ran) + ".")
     out.append("")
     out.append("<details><summary>every case</summary>")
     out.append("")

@@ -3,7 +3,8 @@
 # interleaved in one run, on loopback; prints a markdown table (absolute figures,
 # sidecar/nginx and sidecar/haproxy ratios) and writes it to bench/results/.
 #
-#   scripts/bench.sh            full run (~25 min on the 2-core bench machine)
+#   scripts/bench.sh            full run (~15 min on the 2-core bench machine, up to ~20 min
+#                               when capacity has to retry below 9,000 streams)
 #   scripts/bench.sh --smoke    every workload tiny (~50 streams, seconds each), for CI;
 #                               exits non-zero when a workload fails (errors, zero events),
 #                               never on performance numbers
@@ -14,7 +15,9 @@
 #   --workloads LIST      comma-separated subset of latency,fanout,memory,capacity,throughput
 #   --out DIR             where <date>.md/.json go (default bench/results; smoke: temp dir only)
 #   --latency-streams N --latency-duration DUR   (e.g. a medium run: 1000 streams for 10s)
-# Env: SSE_BENCH, SSE_SIDECAR (binary paths), BENCH_KEEP=1 keeps the temp dir.
+# Env: SSE_BENCH, SSE_SIDECAR (binary paths), BENCH_KEEP=1 keeps the temp dir; the
+#   workload sizes (LAT_STREAMS, LAT_DUR, FAN_STREAMS, MEM_STREAMS, CAP_MAX, CAP_HOLD,
+#   CAP_TRIES, THR_DUR, … see below) override the defaults.
 #
 # The workloads (full / smoke):
 #   latency     1,000 / 50 streams × 10 events/s for 30 / 2 s; added latency = proxy − direct
@@ -54,18 +57,19 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+# Every size below may be overridden from the environment (e.g. CAP_MAX=2000 CAP_HOLD=10s).
 if [ "$SMOKE" = 1 ]; then
-    LAT_STREAMS=50 LAT_RAMP=500ms LAT_DUR=2s
-    FAN_STREAMS=50 FAN_RAMP=500ms FAN_DUR=3s
-    MEM_STREAMS=50 MEM_RAMP=500ms MEM_DUR=2s
-    CAP_MAX=50 CAP_RAMP=500ms CAP_HOLD=4s CAP_TRIES=1
-    THR_DUR=2s
+    : "${LAT_STREAMS:=50}" "${LAT_RAMP:=500ms}" "${LAT_DUR:=2s}"
+    : "${FAN_STREAMS:=50}" "${FAN_RAMP:=500ms}" "${FAN_DUR:=3s}"
+    : "${MEM_STREAMS:=50}" "${MEM_RAMP:=500ms}" "${MEM_DUR:=2s}"
+    : "${CAP_MAX:=50}" "${CAP_RAMP:=500ms}" "${CAP_HOLD:=4s}" "${CAP_TRIES:=1}"
+    : "${THR_DUR:=2s}"
 else
-    LAT_STREAMS=1000 LAT_RAMP=5s LAT_DUR=30s
-    FAN_STREAMS=5000 FAN_RAMP=10s FAN_DUR=30s
-    MEM_STREAMS=5000 MEM_RAMP=10s MEM_DUR=10s
-    CAP_MAX=9000 CAP_RAMP=20s CAP_HOLD=60s CAP_TRIES=3
-    THR_DUR=10s
+    : "${LAT_STREAMS:=1000}" "${LAT_RAMP:=5s}" "${LAT_DUR:=30s}"
+    : "${FAN_STREAMS:=5000}" "${FAN_RAMP:=10s}" "${FAN_DUR:=30s}"
+    : "${MEM_STREAMS:=5000}" "${MEM_RAMP:=10s}" "${MEM_DUR:=10s}"
+    : "${CAP_MAX:=9000}" "${CAP_RAMP:=20s}" "${CAP_HOLD:=60s}" "${CAP_TRIES:=3}"
+    : "${THR_DUR:=10s}"
 fi
 LAT_STREAMS=${LAT_STREAMS_ARG:-$LAT_STREAMS}
 LAT_DUR=${LAT_DUR_ARG:-$LAT_DUR}
@@ -318,5 +322,9 @@ smoke_flag=()
 [ "$SMOKE" = 1 ] && smoke_flag=(--smoke)
 python3 bench/report.py --cases "$CASES" --meta "$META" --md "$OUT/$STAMP.md" --json "$OUT/$STAMP.json" \
     "${smoke_flag[@]}" || rc=$?
-log "wrote $OUT/$STAMP.md and $OUT/$STAMP.json"
+if [ "$OUT" = "$TMP/results" ] && [ "${BENCH_KEEP:-0}" != 1 ]; then
+    log "smoke: results not kept (--out DIR or BENCH_KEEP=1 keeps them)"
+else
+    log "wrote $OUT/$STAMP.md and $OUT/$STAMP.json"
+fi
 exit $rc

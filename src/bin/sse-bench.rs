@@ -12,11 +12,14 @@
 //! See `scripts/bench.sh` for the workloads built from these two modes.
 //!
 //! Layout: `sse_bench/origin.rs` (the origin), `client.rs` (streams, phases,
-//! report), `parse.rs` (chunked + SSE byte parsers), `hist.rs` (latency
-//! histogram), `sys.rs` (clock, fd limit, /proc sampling).
+//! report), `h2c.rs` (the minimal HTTP/2 client framing), `parse.rs` (chunked +
+//! SSE byte parsers), `hist.rs` (latency histogram), `sys.rs` (clock, fd
+//! limit, /proc sampling).
 
 #[path = "sse_bench/client.rs"]
 mod client;
+#[path = "sse_bench/h2c.rs"]
+mod h2c;
 #[path = "sse_bench/hist.rs"]
 mod hist;
 #[path = "sse_bench/origin.rs"]
@@ -81,7 +84,8 @@ struct ClientArgs {
     /// Length of the measurement window, which opens once every stream is open.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
-    /// Use h2c with prior knowledge (not built in yet).
+    /// HTTP/2 over cleartext with prior knowledge, one stream per connection
+    /// (the response's content-type is not checked: see sse_bench/h2c.rs).
     #[arg(long)]
     h2c: bool,
     /// Print one JSON object on stdout instead of the text report.
@@ -187,16 +191,10 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Client(a) => {
-            if a.h2c {
-                eprintln!(
-                    "sse-bench client: --h2c is not built in yet (it needs the h2 crate in \
-                     [dependencies]; it is a dev-dependency today)"
-                );
-                return ExitCode::from(2);
-            }
             let json = a.json;
             let opts = client::ClientOpts {
                 url: a.url,
+                h2c: a.h2c,
                 streams: a.streams,
                 ramp: a.ramp,
                 duration: a.duration,

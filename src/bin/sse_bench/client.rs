@@ -10,6 +10,7 @@
 //! only; RSS "idle" is sampled before the first connection and "loaded" at the
 //! end of the window, with every stream still open.
 
+use crate::h2c::{self, Frame};
 use crate::hist::{Hist, Summary};
 use crate::parse::{Chunked, Item, Sse};
 use crate::sys::{now_ns, sample_group};
@@ -27,6 +28,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 pub struct ClientOpts {
     pub url: String,
+    pub h2c: bool,
     pub streams: usize,
     pub ramp: Duration,
     pub duration: Duration,
@@ -98,7 +100,10 @@ impl Shared {
 
 struct Target {
     addr: SocketAddr,
+    /// The HTTP/1.1 request.
     request: Vec<u8>,
+    /// The h2c preface, settings and request.
+    h2_request: Vec<u8>,
 }
 
 fn parse_url(url: &str, headers: &[String]) -> Result<Target, String> {
@@ -128,13 +133,19 @@ fn parse_url(url: &str, headers: &[String]) -> Result<Target, String> {
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: text/event-stream\r\n\
          Cache-Control: no-cache\r\n"
     );
+    let mut h2_extra = vec![];
     for h in headers {
-        let _ = write!(request, "{h}\r\n");
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: expected `Name: value`"))?;
+        let _ = write!(request, "{name}:{value}\r\n");
+        h2_extra.push((name.trim().to_string(), value.trim().to_string()));
     }
     request.push_str("\r\n");
     Ok(Target {
         addr,
         request: request.into_bytes(),
+        h2_request: h2c::request(authority, path, &h2_extra),
     })
 }
 
@@ -260,6 +271,7 @@ impl Body {
 }
 
 struct TaskCfg {
+    h2c: bool,
     read_buf: usize,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
@@ -316,6 +328,9 @@ async fn run_stream(
         }
     };
     let _ = s.set_nodelay(true);
+    if cfg.h2c {
+        return run_h2c(s, t, cfg, sh, stop, settled).await;
+    }
     s.write_all(&t.request)
         .await
         .map_err(|e| io_fail("writing request", e))?;
@@ -383,6 +398,129 @@ async fn run_stream(
     }
 }
 
+/// The h2c variant of the stream: one HTTP/2 stream on its own connection.
+async fn run_h2c(
+    mut s: TcpStream,
+    t: &Target,
+    cfg: &TaskCfg,
+    sh: &Shared,
+    stop: &mut watch::Receiver<bool>,
+    settled: &mut bool,
+) -> Result<(), Failure> {
+    s.write_all(&t.h2_request)
+        .await
+        .map_err(|e| io_fail("writing h2c preface and request", e))?;
+    // Room for two whole frames, so a frame never has to wait for compaction.
+    let mut buf = vec![0u8; cfg.read_buf.max(2 * (h2c::MAX_FRAME + 9))];
+    let (mut start, mut end) = (0, 0);
+    let mut body = Body {
+        framing: Framing::Close,
+        sse: Sse::default(),
+    };
+    let mut consumed = 0u64;
+    let idle = sleep(cfg.idle_timeout.unwrap_or(Duration::from_secs(86400)));
+    tokio::pin!(idle);
+    loop {
+        if !*settled && buf[start..end].starts_with(b"HTTP/1.") {
+            return Err((Fail::Proto, "the server answered HTTP/1.x, not h2c".into()));
+        }
+        // Handle every complete frame in the buffer.
+        while let Some((frame, used)) =
+            h2c::parse_frame(&buf[start..end]).map_err(|e| (Fail::Proto, e.to_string()))?
+        {
+            match frame {
+                Frame::Headers { block, end_stream } if !*settled => {
+                    match h2c::status_of(block) {
+                        Some(200) => {}
+                        other => {
+                            return Err((Fail::Status, format!("h2 :status {other:?}")));
+                        }
+                    }
+                    if end_stream {
+                        return Err((Fail::Eof, "h2 response without a body".into()));
+                    }
+                    *settled = true;
+                    sh.open.fetch_add(1, Relaxed);
+                    sh.settled.fetch_add(1, Relaxed);
+                }
+                Frame::Headers { end_stream, .. } => {
+                    if end_stream {
+                        return Err((Fail::Eof, "h2 stream ended (trailers)".into()));
+                    }
+                }
+                Frame::Data {
+                    payload,
+                    flow_len,
+                    end_stream,
+                } => {
+                    body.process(payload, sh)?;
+                    if end_stream {
+                        return Err((Fail::Eof, "h2 stream ended".into()));
+                    }
+                    consumed += flow_len as u64;
+                    if consumed >= h2c::CREDIT_EVERY {
+                        let mut wu = h2c::window_update(0, consumed as u32).to_vec();
+                        wu.extend_from_slice(&h2c::window_update(h2c::STREAM, consumed as u32));
+                        s.write_all(&wu)
+                            .await
+                            .map_err(|e| io_fail("writing WINDOW_UPDATE", e))?;
+                        consumed = 0;
+                    }
+                }
+                Frame::Settings => {
+                    s.write_all(&h2c::settings_ack())
+                        .await
+                        .map_err(|e| io_fail("acking SETTINGS", e))?;
+                }
+                Frame::Ping(data) => {
+                    s.write_all(&h2c::ping_ack(data))
+                        .await
+                        .map_err(|e| io_fail("answering PING", e))?;
+                }
+                Frame::RstStream(code) => {
+                    return Err((Fail::Reset, format!("h2 RST_STREAM, error code {code}")));
+                }
+                Frame::GoAway(code) => {
+                    return Err((Fail::Eof, format!("h2 GOAWAY, error code {code}")));
+                }
+                Frame::Other => {}
+            }
+            start += used;
+        }
+        if start == end {
+            (start, end) = (0, 0);
+        } else if buf.len() - end < h2c::MAX_FRAME + 9 {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+        tokio::select! {
+            biased;
+            // End of the run: held if the response had started.
+            _ = stop.changed() => {
+                return if *settled {
+                    Ok(())
+                } else {
+                    Err((Fail::Timeout, "no response head before the run ended".into()))
+                };
+            }
+            _ = &mut idle, if cfg.idle_timeout.is_some() => {
+                return Err((Fail::Timeout, format!("no bytes for {:?}", cfg.idle_timeout.unwrap())));
+            }
+            r = s.read(&mut buf[end..]) => match r {
+                Ok(0) => return Err((Fail::Eof, "connection closed".into())),
+                Ok(n) => {
+                    end += n;
+                    if let Some(d) = cfg.idle_timeout {
+                        idle.as_mut().reset(Instant::now() + d);
+                    }
+                }
+                Err(e) => return Err(io_fail("reading h2c", e)),
+            }
+        }
+    }
+}
+
 /// Waits until no event arrived for `quiet`, at most `max`.
 async fn wait_quiet(sh: &Shared, quiet: Duration, max: Duration) {
     let until = Instant::now() + max;
@@ -428,6 +566,7 @@ struct ProxyUse {
 pub async fn run(o: ClientOpts) -> Result<Report, String> {
     let target = Arc::new(parse_url(&o.url, &o.headers)?);
     let cfg = Arc::new(TaskCfg {
+        h2c: o.h2c,
         read_buf: o.read_buf.max(1024),
         connect_timeout: o.connect_timeout,
         idle_timeout: o.idle_timeout,
