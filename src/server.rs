@@ -93,6 +93,7 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     let mut proxy = Service::new(
         "sse-sidecar".to_string(),
         HeadGuard {
+            shared: shared.clone(),
             h1: app(false),
             h2c: app(true),
             timeout: header_read_timeout,

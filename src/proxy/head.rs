@@ -26,6 +26,8 @@ pub const MAX_HEAD: usize = 64 * 1024;
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
 pub struct HeadGuard<A> {
+    /// For routing SSE candidates to the lean HTTP/1 relay ([`super::h1`]).
+    pub shared: Arc<super::Shared>,
     /// The app for HTTP/1 (and TLS, where ALPN picks the protocol).
     pub h1: Arc<A>,
     /// The same app with h2c enabled, for connections that open with the h2 preface.
@@ -61,6 +63,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
         };
         match read_head(&mut tcp, self.timeout).await {
             Head::Complete(bytes) => {
+                if let Some(req) = self.lean_candidate(&bytes) {
+                    // The stream leaves pingora's connection task (and its buffers) for a
+                    // lean task of its own; pingora's copy of the socket is closed on return.
+                    if let Ok(sock) = detach(&tcp) {
+                        let this = self.clone();
+                        let shutdown = shutdown.clone();
+                        tokio::spawn(
+                            async move { this.serve_lean(sock, req, bytes, shutdown).await },
+                        );
+                        return None;
+                    }
+                }
                 tcp.rewind(&bytes);
                 self.h1.process_new(tcp, shutdown).await
             }
@@ -98,6 +112,50 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
         self.h1.cleanup().await;
         self.h2c.cleanup().await;
     }
+}
+
+impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
+    /// A request the lean relay takes: an SSE candidate over HTTP/1 to a plain-HTTP app.
+    fn lean_candidate(&self, head: &[u8]) -> Option<super::h1::Request> {
+        if self.shared.config.upstream.tls {
+            return None;
+        }
+        let req = super::h1::parse_request(head)?;
+        super::is_candidate(&self.shared.config, &req.header).then_some(req)
+    }
+
+    async fn serve_lean(
+        self: Arc<Self>,
+        sock: tokio::net::TcpStream,
+        req: super::h1::Request,
+        head: Vec<u8>,
+        shutdown: ShutdownWatch,
+    ) {
+        let rest = bytes::Bytes::from(head).slice(req.head_len..);
+        let Some((sock, rest)) = super::h1::serve(&self.shared, sock, req, rest).await else {
+            return;
+        };
+        // Kept alive: the next request on this connection is routed like a new one.
+        let mut stream = L4Stream::from(sock);
+        stream.rewind(&rest);
+        let mut next: Option<Stream> = Some(Box::new(stream));
+        while let Some(s) = next {
+            next = self.process_new(s, &shutdown).await;
+        }
+    }
+}
+
+/// A socket of our own for the connection pingora accepted (a `dup` of its descriptor).
+fn detach(tcp: &L4Stream) -> std::io::Result<tokio::net::TcpStream> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor belongs to `tcp`, which is alive for this whole call; we only
+    // duplicate it.
+    let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned()?;
+    let sock = std::net::TcpStream::from(fd);
+    sock.set_nonblocking(true)?;
+    let sock = tokio::net::TcpStream::from_std(sock)?;
+    sock.set_nodelay(true)?;
+    Ok(sock)
 }
 
 async fn read_head(tcp: &mut L4Stream, timeout: Duration) -> Head {

@@ -2,7 +2,9 @@
 //! [`relay`], and lets pingora's normal proxy path carry everything else with the SSE header
 //! policy applied to any event stream it meets.
 
+pub mod codec;
 pub mod drain;
+pub mod h1;
 pub mod head;
 pub mod headers;
 pub mod relay;
@@ -119,10 +121,7 @@ impl ProxyHttp for SidecarProxy {
     /// taken over here by the relay, which owns the whole exchange; everything else continues
     /// down pingora's normal path.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let req = session.req_header();
-        let candidate = headers::accepts_event_stream(&req.headers)
-            || self.shared.config.is_sse_path(req.uri.path());
-        if !candidate {
+        if !is_candidate(&self.shared.config, session.req_header()) {
             return Ok(false);
         }
         ctx.relayed = true;
@@ -208,43 +207,92 @@ impl ProxyHttp for SidecarProxy {
             self.shared.metrics.request(kind, status);
         }
         let req = session.req_header();
-        let duration = ctx.started.elapsed();
         let error = ctx
             .error
             .as_deref()
             .map(str::to_string)
             .or_else(|| e.map(|e| e.to_string()));
-        match ctx.stream {
-            Some(s) => info!(
-                target: "access",
-                method = %req.method,
-                path = %req.uri.path(),
-                status,
-                kind = kind.as_str(),
-                duration_ms = duration.as_secs_f64() * 1000.0,
-                events = s.events,
-                bytes = s.bytes,
-                heartbeats = s.heartbeats,
-                outcome = s.outcome.map_or("unknown", Outcome::as_str),
-                upstream = %self.shared.upstream_addr,
-                error = error.as_deref().unwrap_or(""),
-                "stream ended"
-            ),
-            None => info!(
-                target: "access",
-                method = %req.method,
-                path = %req.uri.path(),
-                status,
-                kind = kind.as_str(),
-                duration_ms = duration.as_secs_f64() * 1000.0,
-                upstream = %self.shared.upstream_addr,
-                error = error.as_deref().unwrap_or(""),
-                "request"
-            ),
-        }
-        if let Some(err) = error.filter(|_| status >= 500) {
-            warn!(status, upstream = %self.shared.upstream_addr, "upstream failure: {err}");
-        }
+        access_log(
+            &self.shared,
+            req.method.as_str(),
+            req.uri.path(),
+            status,
+            kind,
+            ctx.started,
+            ctx.stream.as_ref(),
+            error.as_deref(),
+        );
+    }
+}
+
+/// The access-log line: one per request, and one per SSE stream at its end.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn access_log(
+    shared: &Shared,
+    method: &str,
+    path: &str,
+    status: u16,
+    kind: Kind,
+    started: Instant,
+    stream: Option<&StreamSummary>,
+    error: Option<&str>,
+) {
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let upstream = shared.upstream_addr;
+    match stream {
+        Some(s) => info!(
+            target: "access",
+            method,
+            path,
+            status,
+            kind = kind.as_str(),
+            duration_ms,
+            events = s.events,
+            bytes = s.bytes,
+            heartbeats = s.heartbeats,
+            outcome = s.outcome.map_or("unknown", Outcome::as_str),
+            upstream = %upstream,
+            error = error.unwrap_or(""),
+            "stream ended"
+        ),
+        None => info!(
+            target: "access",
+            method,
+            path,
+            status,
+            kind = kind.as_str(),
+            duration_ms,
+            upstream = %upstream,
+            error = error.unwrap_or(""),
+            "request"
+        ),
+    }
+    if let Some(err) = error.filter(|_| status >= 500) {
+        warn!(status, upstream = %upstream, "upstream failure: {err}");
+    }
+}
+
+/// Whether a request is an SSE candidate: its `Accept` asks for an event stream, or its path
+/// is under `sse.paths`.
+pub(crate) fn is_candidate(config: &Config, req: &RequestHeader) -> bool {
+    headers::accepts_event_stream(&req.headers) || config.is_sse_path(req.uri.path())
+}
+
+/// Holds one of the `limits.max_streams` slots while a candidate is relayed.
+pub(crate) struct StreamSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> StreamSlot<'a> {
+    pub(crate) fn take(shared: &'a Shared) -> Option<StreamSlot<'a>> {
+        use std::sync::atomic::Ordering;
+        let prev = shared.relayed.fetch_add(1, Ordering::AcqRel);
+        let slot = StreamSlot(&shared.relayed);
+        (prev < shared.config.limits.max_streams).then_some(slot)
+    }
+}
+
+impl Drop for StreamSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

@@ -8,7 +8,9 @@
 //! [`stream_loop`], anything else is passed through unchanged.
 
 use super::stream::{Downstream, UpstreamBody, UpstreamError, WriteError};
-use super::{classify_upstream_error, headers, status_text, Ctx, Shared, StreamSummary};
+use super::{
+    classify_upstream_error, headers, status_text, Ctx, Shared, StreamSlot, StreamSummary,
+};
 use crate::config::OnUpstreamError;
 use crate::metrics::Outcome;
 use bytes::Bytes;
@@ -207,24 +209,6 @@ async fn upstream_failed(shared: &Shared, session: &mut Session, ctx: &mut Ctx, 
                 .metrics
                 .stream_finished(Outcome::UpstreamError, Duration::ZERO);
         }
-    }
-}
-
-/// Holds one of the `limits.max_streams` slots while a candidate is relayed.
-struct StreamSlot<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> StreamSlot<'a> {
-    fn take(shared: &'a Shared) -> Option<StreamSlot<'a>> {
-        use std::sync::atomic::Ordering;
-        let prev = shared.relayed.fetch_add(1, Ordering::AcqRel);
-        let slot = StreamSlot(&shared.relayed);
-        (prev < shared.config.limits.max_streams).then_some(slot)
-    }
-}
-
-impl Drop for StreamSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
