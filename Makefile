@@ -23,7 +23,6 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # CI builds exactly the committed Cargo.lock.
 LOCKED := $(if $(CI),--locked,)
-BIN := target/release/sse-sidecar
 
 BUILD_PKGS := cmake
 TEST_PKGS := cmake nginx haproxy curl
@@ -81,8 +80,9 @@ shellcheck:
 hadolint:
 	scripts/py-tools.sh hadolint --no-color Dockerfile
 
+# --no-fail-fast: every test binary runs, so one CI run reports every failure.
 cargo-test: deps
-	$(CARGO) test --release $(LOCKED)
+	$(CARGO) test --release $(LOCKED) --no-fail-fast
 
 check-config: release-bin
 	scripts/check-configs.sh

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
 
-BIN="${SSE_SIDECAR_BIN:-target/release/sse-sidecar}"
+BIN="${SSE_SIDECAR_BIN:-${CARGO_TARGET_DIR:-target}/release/sse-sidecar}"
 if [ ! -x "$BIN" ]; then
     echo "check-configs: $BIN not built (cargo build --release)" >&2
     exit 1

@@ -159,7 +159,7 @@ print(f"docker-mirror: context has {len(context)} files; every COPY source prese
 EOF
 
 # --- 2. the builder stages ---------------------------------------------------------
-export CARGO_TARGET_DIR="$REPO/target"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 (cd "$MIRROR/build" && cargo build --release --locked --quiet --bin sse-sidecar) || die "cargo build --release --locked failed in the build context"
 install -D -m 0755 "$CARGO_TARGET_DIR/release/sse-sidecar" "$MIRROR/out/sse-sidecar"
 strip --strip-debug "$MIRROR/out/sse-sidecar"

@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 ORIGIN="${RUN_ORIGIN:-127.0.0.1:3000}"
 LISTEN="${RUN_LISTEN:-0.0.0.0:8080}"
 METRICS="${RUN_METRICS:-0.0.0.0:9090}"
-BIN=target/release/sse-sidecar
-DEMO=target/release/examples/demo_origin
+BIN="${CARGO_TARGET_DIR:-target}/release/sse-sidecar"
+DEMO="${CARGO_TARGET_DIR:-target}/release/examples/demo_origin"
 port() { echo "${1##*:}"; }
 
 pids=()

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 # 1.33: native sidecars (init containers with restartPolicy: Always) are GA there.
 K8S_VERSION=1.33.0
-BIN="${SSE_SIDECAR_BIN:-target/release/sse-sidecar}"
+BIN="${SSE_SIDECAR_BIN:-${CARGO_TARGET_DIR:-target}/release/sse-sidecar}"
 DIR=examples/kubernetes
 PY=(scripts/py-tools.sh python)
 
