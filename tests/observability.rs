@@ -458,6 +458,102 @@ async fn active_gauge_follows_open_streams_and_client_closed() {
     origin.wait_closed("/sse", T).await;
 }
 
+/// The same accounting on the pingora (h2) path as on the HTTP/1 one: an h2c stream moves
+/// events, heartbeats, histogram counts and stream bytes by exactly what its client received
+/// and counts `completed`; an RST_STREAM on a second stream counts `client_closed`; the gauge
+/// ends at 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_streams_move_metrics_by_exact_deltas() {
+    let origin = Origin::start().await;
+    let sc = Sidecar::builder(&origin.url())
+        .args(&["--heartbeat-interval", "100ms"])
+        .start()
+        .await;
+    let admin = sc.metrics_addr.unwrap();
+    let before = scrape(admin).await;
+    let mut c = common::h2c::H2Conn::connect(sc.addr).await;
+
+    let mut r = c
+        .request(
+            "GET",
+            "/sse?events=3&interval_ms=10&silence_ms=300",
+            &[("accept", "text/event-stream")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    while r.next_item(T).await.is_some() {}
+    assert!(r.ended, "h2 stream did not end within {T:?}");
+    let events = r
+        .items
+        .iter()
+        .filter(|t| matches!(t.item, Item::Event(_)))
+        .count();
+    let heartbeats = r
+        .items
+        .iter()
+        .filter(|t| matches!(&t.item, Item::Comment(c) if c.trim().is_empty()))
+        .count();
+    assert_eq!(events, 3);
+    assert!(heartbeats >= 1, "the 300 ms pause got a heartbeat");
+    let after = scrape_until(admin, T, |a| {
+        outcome_deltas(&before, a) == only("completed", 1.0)
+            && delta(
+                &before,
+                a,
+                "sse_sidecar_requests_total",
+                &[("kind", "sse"), ("code", "2xx")],
+            ) >= 1.0
+    })
+    .await;
+    let d = |name: &str| delta(&before, &after, name, &[]);
+    assert_eq!(outcome_deltas(&before, &after), only("completed", 1.0));
+    assert_eq!(d("sse_sidecar_events_total"), 3.0, "events_total");
+    assert_eq!(d("sse_sidecar_event_delay_seconds_count"), 3.0);
+    assert_eq!(d("sse_sidecar_time_to_first_event_seconds_count"), 1.0);
+    assert_eq!(d("sse_sidecar_stream_duration_seconds_count"), 1.0);
+    assert_eq!(d("sse_sidecar_heartbeats_total"), heartbeats as f64);
+    assert_eq!(
+        d("sse_sidecar_stream_bytes_total"),
+        r.body.len() as f64,
+        "stream_bytes_total vs the DATA bytes the h2 client received"
+    );
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "sse_sidecar_requests_total",
+            &[("kind", "sse"), ("code", "2xx")]
+        ),
+        1.0
+    );
+
+    let mut r = c
+        .request(
+            "GET",
+            "/sse?events=1&end=hold",
+            &[("accept", "text/event-stream")],
+            None,
+        )
+        .await;
+    assert!(
+        r.next_event(T).await.is_some(),
+        "first event of the held stream"
+    );
+    let open = scrape_until(admin, T, |a| active(a) == 1.0).await;
+    assert_eq!(active(&open), 1.0, "one h2 stream open");
+    r.reset();
+    let after = scrape_until(admin, T, |a| {
+        active(a) == 0.0 && outcome_deltas(&before, a)["client_closed"] >= 1.0
+    })
+    .await;
+    assert_eq!(active(&after), 0.0);
+    let mut want = only("completed", 1.0);
+    want.insert("client_closed", 1.0);
+    assert_eq!(outcome_deltas(&before, &after), want);
+    c.close();
+}
+
 /// A stream the app completes normally: `completed` +1, gauge back to 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ending_completed() {
