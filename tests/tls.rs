@@ -1068,3 +1068,90 @@ fn check_rejects_tls_listener_with_missing_files() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Writes a TLS listener config for `cert`/`key` and returns (dir, path).
+fn tls_yaml(cert: &std::path::Path, key: &std::path::Path) -> (tempfile::TempDir, PathBuf) {
+    let yaml = format!(
+        "upstream: http://127.0.0.1:3000\nmetrics_listen: \"off\"\nlisten:\n  - addr: \"127.0.0.1:{}\"\n    tls: {{cert: \"{}\", key: \"{}\"}}\n",
+        free_port(),
+        cert.display(),
+        key.display()
+    );
+    temp_file("tls.yaml", &yaml)
+}
+
+/// `check` rejects a TLS listener whose files exist but cannot serve: a cert file that is not
+/// PEM, and a key that does not belong to the certificate (exit 2, naming `listen.tls` and the
+/// file).
+#[test]
+fn check_rejects_tls_listener_with_unusable_pem() {
+    let cert = make_cert();
+    let other = make_cert();
+    let garbage = cert.dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    for (c, k, what) in [
+        (&garbage, &cert.key, "a cert file that is not PEM"),
+        (&cert.cert, &other.key, "a key of another certificate"),
+    ] {
+        let (_dir, path) = tls_yaml(c, k);
+        let out = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "check on {what} ({} / {}); stderr:\n{err}",
+            c.display(),
+            k.display()
+        );
+        assert!(
+            err.contains("listen.tls") && err.contains(&c.display().to_string()),
+            "check's message on {what} names neither listen.tls nor {}:\n{err}",
+            c.display()
+        );
+    }
+}
+
+/// Started with a cert file that is not PEM, the sidecar exits non-zero at once with a message
+/// naming the file — instead of staying up with no proxy listener (pingora's rustls listener
+/// panics in its thread) while /readyz says ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_cert_fails_startup() {
+    let cert = make_cert();
+    let garbage = cert.dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let (dir, path) = tls_yaml(&garbage, &cert.key);
+    let stderr_path = dir.path().join("stderr.log");
+    let mut child = command()
+        .arg("--config")
+        .arg(&path)
+        .env("SSE_SIDECAR_PID_FILE", dir.path().join("pid"))
+        .env("SSE_SIDECAR_UPGRADE_SOCK", dir.path().join("upgrade.sock"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("spawn sse-sidecar");
+    let end = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "with an unusable cert the sidecar must exit non-zero within 5 s; status {status:?}, \
+         stderr:\n{err}"
+    );
+    assert!(
+        err.contains(&garbage.display().to_string()) && !err.contains("panicked"),
+        "the startup error names {} (and is not a panic):\n{err}",
+        garbage.display()
+    );
+}
