@@ -594,7 +594,15 @@ impl Validator<'_> {
             }
         }
         match (cert, key) {
-            (Some(cert), Some(key)) => Some(Tls { cert, key }),
+            (Some(cert), Some(key)) => {
+                // Only when both files exist (a missing one was reported above).
+                if cert.is_file() && key.is_file() {
+                    if let Err(msg) = check_tls_pair(&cert, &key) {
+                        self.problems.push(format!("listen.tls: {msg}"));
+                    }
+                }
+                Some(Tls { cert, key })
+            }
             _ => {
                 self.problems
                     .push("listen.tls: both `cert` and `key` are required".into());
@@ -766,6 +774,30 @@ fn parse_upstream(s: &str) -> Option<Upstream> {
         host: host.to_string(),
         port,
     })
+}
+
+/// Loads a cert/key pair as pingora's rustls listener will, so a file that is not PEM, holds
+/// no key, or a key that does not match the certificate is a configuration error (and `check`
+/// catches it) instead of a panic in the listener thread, which leaves the process running with
+/// no proxy listener at all while /readyz answers 200.
+fn check_tls_pair(cert: &Path, key: &Path) -> Result<(), String> {
+    use pingora_core::tls::{load_certs_and_key_files, ServerConfig};
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    let (certs, key) = match load_certs_and_key_files(&c, &k) {
+        Ok(Some(pair)) => pair,
+        Ok(None) => {
+            return Err(format!(
+                "no PEM certificate in {c}, or no PEM private key (PKCS#8, PKCS#1 or SEC1) in {k}"
+            ))
+        }
+        Err(e) => return Err(format!("reading {c} / {k}: {e}")),
+    };
+    pingora_core::tls::install_default_crypto_provider();
+    ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map(drop)
+        .map_err(|e| format!("{c} and {k} do not make a usable certificate and key: {e}"))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::io::{self, IoSlice};
 use std::net::IpAddr;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -102,140 +103,223 @@ pub fn parse_request(head: &[u8]) -> Option<Request> {
 
 /// Relays one SSE candidate. Returns the client connection and any bytes already read past
 /// this request when the connection can carry another request.
+///
+/// The task running this lives as long as the stream, so its future is kept small: the
+/// request, the exchange with the app and every error path run in a boxed [`setup`] whose
+/// memory is freed before the stream starts; only [`Live`] and the stream loop stay.
 pub async fn serve(
     shared: &Shared,
-    mut ds: TcpStream,
-    req: Request,
-    mut buffered: Bytes,
+    ds: TcpStream,
+    req: Box<Request>,
+    buffered: Bytes,
 ) -> Option<(TcpStream, Bytes)> {
     let started = Instant::now();
     let _in_flight = shared.drain.in_flight();
-    let method = req.header.method.to_string();
-    let path = req.header.uri.path().to_string();
+    let Some(_slot) = StreamSlot::take(shared) else {
+        Box::pin(over_limit(shared, ds, &req, started)).await;
+        return None;
+    };
+    let mut live = match Box::pin(setup(shared, ds, req, buffered, started)).await {
+        Setup::Done(next) => return next,
+        Setup::Stream(live) => live,
+    };
+    let mut down = LeanDown {
+        sock: &mut live.ds,
+        framing: Framing::sse(live.client_chunked),
+        write_timeout: shared.config.timeouts.sse_write,
+        pipelining: false,
+    };
+    let mut ended = super::stream::run(
+        shared,
+        &mut down,
+        &mut live.up,
+        started,
+        None,
+        shared.open_block.is_some(),
+    )
+    .await;
+    ended.summary.bytes += live.prefix_bytes;
+    shared.metrics.request(Kind::Sse, live.status);
+    let log = &live.log;
+    access_log(
+        shared,
+        &log.method,
+        &log.path,
+        live.status,
+        Kind::Sse,
+        started,
+        Some(&ended.summary),
+        ended.error.as_deref(),
+    );
+    let clean = ended.summary.outcome == Some(Outcome::Completed);
+    (clean && live.keepalive && live.client_chunked).then_some((live.ds, live.buffered))
+}
+
+/// What a running stream keeps.
+struct Live {
+    ds: TcpStream,
+    up: LeanUp,
+    buffered: Bytes,
+    log: Box<LogFields>,
+    status: u16,
+    prefix_bytes: u64,
+    client_chunked: bool,
+    keepalive: bool,
+}
+
+struct LogFields {
+    method: String,
+    path: String,
+}
+
+enum Setup {
+    /// Answered (an error, a pass-through, a stream that failed to start): the connection to
+    /// reuse, if any.
+    Done(Option<(TcpStream, Bytes)>),
+    /// The response head and opening block are written: run the stream.
+    Stream(Live),
+}
+
+async fn over_limit(shared: &Shared, mut ds: TcpStream, req: &Request, started: Instant) {
+    let retry_after = shared.config.shutdown.retry.as_secs().max(1).to_string();
+    let _ = write_simple(
+        &mut ds,
+        503,
+        "text/plain; charset=utf-8",
+        b"503 Service Unavailable: too many open streams\n",
+        &[("Retry-After", &retry_after)],
+    )
+    .await;
+    let why = format!(
+        "limits.max_streams ({}) reached",
+        shared.config.limits.max_streams
+    );
+    shared.metrics.request(Kind::Other, 503);
+    access_log(
+        shared,
+        req.header.method.as_str(),
+        req.header.uri.path(),
+        503,
+        Kind::Other,
+        started,
+        None,
+        Some(&why),
+    );
+}
+
+/// Everything before the stream loop: the exchange with the app, the response head, and
+/// every answer that is not a stream.
+async fn setup(
+    shared: &Shared,
+    mut ds: TcpStream,
+    req: Box<Request>,
+    mut buffered: Bytes,
+    started: Instant,
+) -> Setup {
+    let log = Box::new(LogFields {
+        method: req.header.method.to_string(),
+        path: req.header.uri.path().to_string(),
+    });
     let client_chunked = req.header.version == http::Version::HTTP_11;
-    let log =
+    let done =
         |status: u16, kind: Kind, stream: Option<&super::StreamSummary>, err: Option<&str>| {
             if status > 0 {
                 shared.metrics.request(kind, status);
             }
-            access_log(shared, &method, &path, status, kind, started, stream, err);
+            access_log(
+                shared,
+                &log.method,
+                &log.path,
+                status,
+                kind,
+                started,
+                stream,
+                err,
+            );
         };
-
-    let Some(_slot) = StreamSlot::take(shared) else {
-        let retry_after = shared.config.shutdown.retry.as_secs().max(1).to_string();
-        let _ = write_simple(
-            &mut ds,
-            503,
-            "text/plain; charset=utf-8",
-            b"503 Service Unavailable: too many open streams\n",
-            &[("Retry-After", &retry_after)],
-        )
-        .await;
-        let why = format!(
-            "limits.max_streams ({}) reached",
-            shared.config.limits.max_streams
-        );
-        log(503, Kind::Other, None, Some(&why));
-        return None;
-    };
 
     let client_ip = ds.peer_addr().ok().map(|a| a.ip());
     let mut up = match open_exchange(shared, &mut ds, &req, &mut buffered, client_ip).await {
         Ok(up) => up,
         Err(Failure::Client) => {
-            log(
+            done(
                 0,
                 Kind::Other,
                 None,
                 Some("client went away during the request"),
             );
-            return None;
+            return Setup::Done(None);
         }
         Err(Failure::Upstream(e)) => {
             let (status, kind, summary) =
                 upstream_failed(shared, &mut ds, client_chunked, &e).await;
-            log(
-                status,
-                kind,
-                summary.as_ref(),
-                Some(&format!("{}: {}", e.what, e.detail)),
-            );
-            return None;
+            let why = format!("{}: {}", e.what, e.detail);
+            done(status, kind, summary.as_ref(), Some(&why));
+            return Setup::Done(None);
         }
     };
-
     let status = up.head.status.as_u16();
     let keepalive = req.keepalive;
-    if headers::is_event_stream(&up.head) {
-        let mut resp = up.head.clone();
-        headers::strip_response_hop_by_hop(&mut resp);
-        headers::apply_sse_policy(&mut resp, client_chunked);
-        if !client_chunked || !keepalive {
-            let _ = resp.insert_header(http::header::CONNECTION, "close");
-        }
-        let mut down = LeanDown {
-            sock: &mut ds,
-            framing: Framing::sse(client_chunked),
-            write_timeout: shared.config.timeouts.sse_write,
-            pipelining: false,
-        };
-        // The header and the opening block leave in one write.
-        let head = response_wire(&resp);
-        let written = match &shared.open_block {
-            Some(open) => {
-                let size = chunk_head(open.len(), client_chunked);
-                down.write_parts(&[&head, &size, open, crlf(client_chunked)])
-                    .await
-            }
-            None => down.write_parts(&[&head]).await,
-        };
-        let ended = match written {
-            Ok(()) => {
-                let bytes = shared.open_block.as_ref().map_or(0, |o| o.len() as u64);
-                shared.metrics.stream_bytes_written(bytes);
-                let mut ended = super::stream::run(
-                    shared,
-                    &mut down,
-                    &mut up.body,
-                    started,
-                    None,
-                    shared.open_block.is_some(),
-                )
-                .await;
-                ended.summary.bytes += bytes;
-                ended
-            }
-            Err(e) => {
-                shared.metrics.stream_finished(e.outcome(), Duration::ZERO);
-                super::stream::Ended {
-                    summary: super::StreamSummary {
-                        outcome: Some(e.outcome()),
-                        ..Default::default()
-                    },
-                    error: None,
-                    upstream_done: false,
-                }
-            }
-        };
-        log(
+    // A leftover slice would pin the whole read buffer for the stream's lifetime.
+    let buffered = compact(buffered);
+
+    if !headers::is_event_stream(&up.head) {
+        // Not an event stream (a 401, a JSON error): pass it through unchanged.
+        let result = passthrough(shared, &mut ds, &mut up, &req, client_chunked).await;
+        done(
             status,
-            Kind::Sse,
-            Some(&ended.summary),
-            ended.error.as_deref(),
+            Kind::Other,
+            None,
+            result.as_ref().err().map(String::as_str),
         );
-        let clean = ended.summary.outcome == Some(Outcome::Completed);
-        return (clean && keepalive && client_chunked).then_some((ds, buffered));
+        let reuse = result.is_ok() && keepalive && client_chunked;
+        return Setup::Done(reuse.then_some((ds, buffered)));
     }
 
-    // Not an event stream (a 401, a JSON error): pass it through unchanged.
-    let result = passthrough(shared, &mut ds, &mut up, &req, client_chunked).await;
-    log(
+    let Exchange {
+        head: mut resp,
+        body,
+    } = up;
+    headers::strip_response_hop_by_hop(&mut resp);
+    headers::apply_sse_policy(&mut resp, client_chunked);
+    if !client_chunked || !keepalive {
+        let _ = resp.insert_header(http::header::CONNECTION, "close");
+    }
+    // The header and the opening block leave in one write.
+    let mut head = response_wire(&resp);
+    let mut prefix_bytes = 0;
+    if let Some(open) = &shared.open_block {
+        head.extend_from_slice(&chunk_head(open.len(), client_chunked));
+        head.extend_from_slice(open);
+        head.extend_from_slice(crlf(client_chunked));
+        prefix_bytes = open.len() as u64;
+    }
+    let timeout = shared.config.timeouts.sse_write;
+    if let Err(e) = write_all(&ds, &[&head], timeout).await {
+        let outcome = if e.kind() == io::ErrorKind::TimedOut {
+            Outcome::SlowConsumer
+        } else {
+            Outcome::ClientClosed
+        };
+        shared.metrics.stream_finished(outcome, Duration::ZERO);
+        let summary = super::StreamSummary {
+            outcome: Some(outcome),
+            ..Default::default()
+        };
+        done(status, Kind::Sse, Some(&summary), None);
+        return Setup::Done(None);
+    }
+    shared.metrics.stream_bytes_written(prefix_bytes);
+    Setup::Stream(Live {
+        ds,
+        up: body,
+        buffered,
+        log,
         status,
-        Kind::Other,
-        None,
-        result.as_ref().err().map(String::as_str),
-    );
-    (result.is_ok() && keepalive && client_chunked).then_some((ds, buffered))
+        prefix_bytes,
+        client_chunked,
+        keepalive,
+    })
 }
 
 enum Failure {
@@ -370,7 +454,8 @@ async fn open_exchange(
                     let _ = head.split_to(len);
                     continue;
                 }
-                let pending = head.split_off(len).freeze();
+                // Copied out so the header buffer is freed now, not when the body ends.
+                let pending = compact(head.split_off(len).freeze());
                 return Ok(Exchange {
                     head: resp,
                     body: LeanUp {
@@ -397,6 +482,15 @@ async fn open_exchange(
                 )));
             }
         }
+    }
+}
+
+/// A copy of `b` that does not keep a larger buffer alive.
+fn compact(b: Bytes) -> Bytes {
+    if b.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(&b)
     }
 }
 
@@ -689,27 +783,41 @@ async fn write_all(sock: &TcpStream, parts: &[&[u8]], timeout: Duration) -> io::
         n += 1;
     }
     let mut first = 0;
-    while first < n {
-        let slices: [IoSlice; 4] =
-            std::array::from_fn(|i| IoSlice::new(bufs.get(first + i).copied().unwrap_or_default()));
-        match sock.try_write_vectored(&slices[..n - first]) {
+    loop {
+        if try_write(sock, &mut bufs[..n], &mut first)? {
+            return Ok(());
+        }
+        // The socket is full: a slow client. Boxed, so the common path's future stays small.
+        Box::pin(wait_writable(sock, timeout)).await?;
+    }
+}
+
+/// Writes what the socket takes now; `Ok(true)` when everything is written.
+fn try_write(sock: &TcpStream, bufs: &mut [&[u8]], first: &mut usize) -> io::Result<bool> {
+    let n = bufs.len();
+    while *first < n {
+        let slices: [IoSlice; 4] = std::array::from_fn(|i| {
+            IoSlice::new(bufs.get(*first + i).copied().unwrap_or_default())
+        });
+        match sock.try_write_vectored(&slices[..n - *first]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => {
-                super::codec::advance(&mut bufs[first..n], written);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match tokio::time::timeout(timeout, sock.writable()).await {
-                    Ok(r) => r?,
-                    Err(_) => return Err(timed_out("write made no progress")),
-                }
-            }
+            Ok(written) => super::codec::advance(&mut bufs[*first..], written),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         }
-        while first < n && bufs[first].is_empty() {
-            first += 1;
+        while *first < n && bufs[*first].is_empty() {
+            *first += 1;
         }
     }
-    Ok(())
+    Ok(true)
+}
+
+async fn wait_writable(sock: &TcpStream, timeout: Duration) -> io::Result<()> {
+    let writable = std::future::poll_fn(|cx| sock.poll_write_ready(cx));
+    match tokio::time::timeout(timeout, writable).await {
+        Ok(r) => r,
+        Err(_) => Err(timed_out("write made no progress")),
+    }
 }
 
 /// The client side on a raw socket.
@@ -784,13 +892,22 @@ impl Downstream for LeanDown<'_> {
     }
 
     async fn gone(&mut self) {
-        let mut probe = [0u8; 1];
-        // Peek, never read: bytes that arrive may be the client's next request.
-        match self.sock.peek(&mut probe).await {
-            Ok(n) if n > 0 && self.pipelining => std::future::pending().await,
-            // A close, a reset, or bytes where none may come (during a stream): the client is done.
-            _ => {}
-        }
+        // Peek, never read: bytes that arrive may be the client's next request. Polled
+        // readiness (not `peek().await`) keeps this future, held by every idle stream, tiny.
+        let sock = &*self.sock;
+        let pipelining = self.pipelining;
+        std::future::poll_fn(|cx| {
+            let mut probe = [0u8; 1];
+            let mut buf = tokio::io::ReadBuf::new(&mut probe);
+            match sock.poll_peek(cx, &mut buf) {
+                // Bytes from the client during a finite response: its next request.
+                Poll::Ready(Ok(n)) if n > 0 && pipelining => Poll::Pending,
+                // A close, a reset, or bytes where none may come: the client is done.
+                Poll::Ready(_) => Poll::Ready(()),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
 
     async fn abort(&mut self) {
@@ -873,7 +990,8 @@ impl UpstreamBody for LeanUp {
             if self.finished() {
                 return Ok(None);
             }
-            if let Err(e) = self.sock.readable().await {
+            let sock = &self.sock;
+            if let Err(e) = std::future::poll_fn(|cx| sock.poll_read_ready(cx)).await {
                 return Err(upstream_error(&e, "reading the body"));
             }
             let mut buf = BytesMut::with_capacity(READ_SIZE);
@@ -932,5 +1050,60 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
         )
         .is_err());
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use std::sync::Arc;
+
+    /// Prints the sizes of the per-stream futures (run with --nocapture).
+    #[tokio::test]
+    async fn future_sizes() {
+        let config = Config::from_yaml("").unwrap();
+        let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap());
+        let shared = Shared::new(config, metrics, "127.0.0.1:9".parse().unwrap());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        let req = parse_request(b"GET / HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        println!("Request: {}", std::mem::size_of::<Request>());
+        println!("RequestHeader: {}", std::mem::size_of::<RequestHeader>());
+        let fut = serve(&shared, a, Box::new(req), Bytes::new());
+        println!("serve future: {}", std::mem::size_of_val(&fut));
+        drop(fut);
+        let mut sock = b;
+        let mut down = LeanDown {
+            sock: &mut sock,
+            framing: Framing::Chunked,
+            write_timeout: Duration::from_secs(1),
+            pipelining: false,
+        };
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let mut up = LeanUp {
+            sock: c,
+            body: BodyKind::Close,
+            pending: Bytes::new(),
+            method_head: false,
+        };
+        println!("LeanUp: {}", std::mem::size_of::<LeanUp>());
+        {
+            let f = down.send(Bytes::new());
+            println!("send future: {}", std::mem::size_of_val(&f));
+        }
+        {
+            let f = down.gone();
+            println!("gone future: {}", std::mem::size_of_val(&f));
+        }
+        {
+            let f = up.next();
+            println!("next future: {}", std::mem::size_of_val(&f));
+        }
+        let f = super::super::stream::run(&shared, &mut down, &mut up, Instant::now(), None, true);
+        println!("stream::run future: {}", std::mem::size_of_val(&f));
+        println!("Sleep: {}", std::mem::size_of::<tokio::time::Sleep>());
     }
 }

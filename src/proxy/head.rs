@@ -63,7 +63,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
         };
         match read_head(&mut tcp, self.timeout).await {
             Head::Complete(bytes) => {
-                if let Some(req) = self.lean_candidate(&bytes) {
+                if let Some(req) = self.lean_candidate(&bytes).map(Box::new) {
                     // The stream leaves pingora's connection task (and its buffers) for a
                     // lean task of its own; pingora's copy of the socket is closed on return.
                     if let Ok(sock) = detach(&tcp) {
@@ -127,11 +127,12 @@ impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
     async fn serve_lean(
         self: Arc<Self>,
         sock: tokio::net::TcpStream,
-        req: super::h1::Request,
+        req: Box<super::h1::Request>,
         head: Vec<u8>,
         shutdown: ShutdownWatch,
     ) {
-        let rest = bytes::Bytes::from(head).slice(req.head_len..);
+        let rest = bytes::Bytes::copy_from_slice(&head[req.head_len..]);
+        drop(head);
         let Some((sock, rest)) = super::h1::serve(&self.shared, sock, req, rest).await else {
             return;
         };

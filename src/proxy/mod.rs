@@ -237,30 +237,31 @@ pub(crate) fn access_log(
     stream: Option<&StreamSummary>,
     error: Option<&str>,
 ) {
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Microsecond precision, printed without float noise.
+    let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
     let upstream = shared.upstream_addr;
     match stream {
         Some(s) => info!(
             target: "access",
-            method,
-            path,
+            method = %method,
+            path = %path,
             status,
-            kind = kind.as_str(),
+            kind = %kind.as_str(),
             duration_ms,
             events = s.events,
             bytes = s.bytes,
             heartbeats = s.heartbeats,
-            outcome = s.outcome.map_or("unknown", Outcome::as_str),
+            outcome = %s.outcome.map_or("unknown", Outcome::as_str),
             upstream = %upstream,
             error = error.unwrap_or(""),
             "stream ended"
         ),
         None => info!(
             target: "access",
-            method,
-            path,
+            method = %method,
+            path = %path,
             status,
-            kind = kind.as_str(),
+            kind = %kind.as_str(),
             duration_ms,
             upstream = %upstream,
             error = error.unwrap_or(""),
