@@ -142,12 +142,14 @@ start() {
     PGIDS+=("$STARTED")
 }
 
-# stop PGID: SIGINT (fast shutdown for pingora, nginx and HAProxy), SIGKILL after 5 s.
+# stop PGID [SIGNAL]: SIGTERM by default (a fast stop for nginx and HAProxy, which ignores
+# SIGINT), SIGKILL after 5 s. The sidecar gets SIGINT: pingora's SIGTERM is the graceful
+# shutdown with its grace period.
 stop() {
-    local g=$1 _
-    kill -INT -- "-$g" 2>/dev/null || true
+    local g=$1 sig=${2:-TERM} _
+    kill "-$sig" -- "-$g" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 -- "-$g" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$g" 2>/dev/null || true
+    if kill -KILL -- "-$g" 2>/dev/null; then log "process group $g ignored SIG$sig for 5 s: killed"; fi
     wait "$g" 2>/dev/null || true
     local keep=() p
     for p in "${PGIDS[@]}"; do [ "$p" = "$g" ] || keep+=("$p"); done
@@ -178,10 +180,12 @@ log "origin on 127.0.0.1:$ORIGIN_PORT"
 start_target() {
     local t=$1 hb=$2 dir
     PGID=
+    STOP_SIG=TERM
     case "$t" in
         direct) PORT=$ORIGIN_PORT; return 0 ;;
         sidecar)
             PORT=$(free_port)
+            STOP_SIG=INT
             # RUST_LOG=warn: no per-request logging, like nginx's access_log off.
             RUST_LOG=warn start sidecar "$SIDECAR" --listen "127.0.0.1:$PORT" \
                 --upstream "http://127.0.0.1:$ORIGIN_PORT" --metrics-listen off \
@@ -203,7 +207,7 @@ start_target() {
     PGID=$STARTED
     if ! wait_http "$PORT" "$PGID"; then
         log "$t did not start: $(tail -n 3 "$TMP/$t.err" 2>/dev/null | tr '\n' ' ')"
-        stop "$PGID"
+        stop "$PGID" "$STOP_SIG"
         return 1
     fi
     # Let every worker finish starting up before the client samples "idle" RSS.
@@ -230,7 +234,7 @@ run_case() {
     timeout -k 5 "$limit" "$BENCH" client --url "http://127.0.0.1:$PORT$path" \
         --streams "$n" --ramp "$ramp" --duration "$dur" --json "${watch[@]}" "$@" \
         >"$json" 2>"$TMP/$tag.client.err" || rc=$?
-    [ -n "$PGID" ] && stop "$PGID"
+    [ -n "$PGID" ] && stop "$PGID" "$STOP_SIG"
     if [ $rc -ne 0 ] || [ ! -s "$json" ]; then
         log "client failed (exit $rc): $(tail -n 3 "$TMP/$tag.client.err" | tr '\n' ' ')"
         printf '%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" client-failed - "$(cut -d' ' -f1 /proc/loadavg)" >>"$CASES"
