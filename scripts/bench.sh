@@ -110,7 +110,9 @@ if has "$TARGETS" sidecar && [ ! -x "$SIDECAR" ]; then
     log "${NOTES[-1]}"
     TARGETS=$(echo ",$TARGETS," | sed 's/,sidecar,/,/; s/^,//; s/,$//')
 fi
+command -v python3 >/dev/null || { echo "bench.sh: python3 is needed for the report" >&2; exit 1; }
 need_pkgs=()
+command -v curl >/dev/null || need_pkgs+=(curl)
 has "$TARGETS" nginx && ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && need_pkgs+=(nginx)
 has "$TARGETS" haproxy && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ] && need_pkgs+=(haproxy)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
