@@ -49,6 +49,7 @@ release-bin: deps
 	$(CARGO) build --release $(LOCKED) --bin sse-sidecar
 
 run: build
+	@scripts/install-deps.sh curl
 	@scripts/run-demo.sh
 
 test-deps:
@@ -85,6 +86,7 @@ cargo-test: deps
 	$(CARGO) test --release $(LOCKED) --no-fail-fast
 
 check-config: release-bin
+	@scripts/install-deps.sh nginx
 	scripts/check-configs.sh
 
 k8s-validate: release-bin
