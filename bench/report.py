@@ -7,6 +7,7 @@ as failures only in --smoke, where 50 streams must always be held."""
 
 import argparse
 import json
+import statistics
 import sys
 
 TARGETS = ["direct", "sidecar", "nginx", "haproxy"]
@@ -17,9 +18,10 @@ def load_cases(path):
     cases = []
     with open(path) as f:
         for line in f:
-            wl, target, status, js, load = line.rstrip("\n").split("\t")
+            wl, target, status, js, load, rnd = line.rstrip("\n").split("\t")
             r = json.load(open(js)) if status == "ok" else None
-            cases.append({"workload": wl, "target": target, "status": status, "load1": load, "report": r})
+            cases.append({"workload": wl, "target": target, "status": status, "load1": load,
+                          "round": int(rnd), "report": r})
     return cases
 
 
@@ -73,84 +75,102 @@ def ratio(a, b):
     return a / b
 
 
-def build_rows(cases):
-    """Each row: label, unit, better ('lower'/'higher'), values per target, value used for ratios."""
+def round_rows(cases):
+    """The rows of one round. Each row: key, workload, metric, digits, `abs` (the figure per
+    target), `cmp` (the figure ratios and goals use: added latency for latency rows, else
+    `abs`) and `text` (a figure that is not a number, e.g. a failed capacity search)."""
     rows = []
 
     def rep(wl, t):
         c = pick(cases, wl, t)
         return c["report"] if c and c["report"] else None
 
+    def row(wl, key, metric, digits):
+        r = {"workload": wl, "key": key, "metric": metric, "digits": digits, "abs": {}, "cmp": {}, "text": {}}
+        rows.append(r)
+        return r
+
     direct = rep("latency", "direct")
     for q, name in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
-        vals, cmp = {}, {}
+        r = row("latency", f"latency_added_{q}_us", f"{name} latency µs (added = proxy − direct)", 1)
         for t in TARGETS:
-            r = rep("latency", t)
-            if not r or not r["latency_us"]["count"]:
+            x = rep("latency", t)
+            if not x or not x["latency_us"]["count"]:
                 continue
-            v = r["latency_us"][q]
-            if t == "direct":
-                vals[t] = fmt(v)
-            else:
-                added = v - direct["latency_us"][q] if direct else None
-                cmp[t] = added
-                vals[t] = f"{fmt(v)} ({signed(added)})" if added is not None else fmt(v)
-        rows.append({"workload": "latency", "metric": f"{name} latency µs (added = proxy − direct)",
-                     "better": "lower", "values": vals, "compare": cmp, "key": f"latency_added_{q}_us"})
+            r["abs"][t] = x["latency_us"][q]
+            if t != "direct" and direct and direct["latency_us"]["count"]:
+                r["cmp"][t] = x["latency_us"][q] - direct["latency_us"][q]
 
-    def proxy_metric(wl, key, label, fn, better, digits=1):
-        vals, cmp = {}, {}
+    def proxy_metric(wl, key, metric, fn, digits):
+        r = row(wl, key, metric, digits)
         for t in TARGETS:
-            r = rep(wl, t)
-            if not r:
-                continue
-            v = fn(r, t)
-            if v is None:
-                continue
-            vals[t] = fmt(v, digits)
-            cmp[t] = v
-        rows.append({"workload": wl, "metric": label, "better": better, "values": vals, "compare": cmp, "key": key})
+            x = rep(wl, t)
+            v = fn(x) if x else None
+            if v is not None:
+                r["abs"][t] = r["cmp"][t] = v
 
-    def cpu_per_event(r, t):
-        p = r.get("proxy")
-        if not p or not r["events_window"]:
+    def cpu_per_event(x):
+        p = x.get("proxy")
+        if not p or not x["events_window"]:
             return None
-        return p["cpu_s_window"] * 1e6 / r["events_window"]
+        return p["cpu_s_window"] * 1e6 / x["events_window"]
+
+    def mem(x):
+        p = x.get("proxy")
+        if not p or not x["streams"]:
+            return None
+        return (p["rss_loaded_kib"] - p["rss_idle_kib"]) / x["streams"]
 
     proxy_metric("latency", "latency_cpu_us_per_event", "CPU µs per event (user+sys, process group)",
-                 cpu_per_event, "lower", 2)
+                 cpu_per_event, 2)
     proxy_metric("fanout", "fanout_cpu_s_per_1000_events", "CPU s per 1,000 events (user+sys, process group)",
-                 lambda r, t: None if cpu_per_event(r, t) is None else cpu_per_event(r, t) / 1000, "lower", 4)
-    proxy_metric("fanout", "fanout_events", "events delivered in window",
-                 lambda r, t: r["events_window"], "higher", 0)
-
-    def mem(r, t):
-        p = r.get("proxy")
-        if not p or not r["streams"]:
-            return None
-        return (p["rss_loaded_kib"] - p["rss_idle_kib"]) / r["streams"]
-
+                 lambda x: None if cpu_per_event(x) is None else cpu_per_event(x) / 1000, 4)
+    proxy_metric("fanout", "fanout_events", "events delivered in window", lambda x: x["events_window"], 0)
     proxy_metric("memory", "memory_kib_per_stream", "KiB per idle stream ((RSS loaded − idle) / streams)",
-                 mem, "lower", 1)
+                 mem, 1)
 
-    vals, cmp = {}, {}
+    r = row("capacity", "capacity_streams", "streams held with no error", 0)
     for t in TARGETS:
         cs = [c for c in cases if c["workload"] == "capacity" and c["target"] == t]
         if not cs:
             continue
         best = pick(cases, "capacity", t)
-        r = best["report"] if best else None
-        if r and not r["failures_total"] and r["held"] == r["streams"]:
-            vals[t] = fmt(r["streams"], 0)
-            cmp[t] = r["streams"]
+        x = best["report"] if best else None
+        if x and not x["failures_total"] and x["held"] == x["streams"]:
+            r["abs"][t] = r["cmp"][t] = x["streams"]
         else:
             tried = min((c["report"]["streams"] for c in cs if c["report"]), default=None)
-            vals[t] = f"< {fmt(tried, 0)}" if tried else cs[-1]["status"]
-    rows.append({"workload": "capacity", "metric": "streams held with no error", "better": "higher",
-                 "values": vals, "compare": cmp, "key": "capacity_streams"})
+            r["text"][t] = f"< {fmt(tried, 0)}" if tried else cs[-1]["status"]
 
-    proxy_metric("throughput", "throughput_mib_s", "MiB/s, one stream of 64 KiB events",
-                 lambda r, t: r["mib_per_s"], "higher", 1)
+    proxy_metric("throughput", "throughput_mib_s", "MiB/s, one stream of 64 KiB events", lambda x: x["mib_per_s"], 1)
+    return rows
+
+
+def build_rows(cases):
+    """Rows over all rounds: each figure is the median of its rounds (added latency is taken
+    per round, against that round's direct run, before the median)."""
+    merged = {}
+    for rnd in sorted({c["round"] for c in cases}):
+        for r in round_rows([c for c in cases if c["round"] == rnd]):
+            m = merged.setdefault(r["key"], {**r, "abs": {}, "cmp": {}, "text": {}})
+            for field in ("abs", "cmp"):
+                for t, v in r[field].items():
+                    m[field].setdefault(t, []).append(v)
+            for t, v in r["text"].items():
+                m["text"].setdefault(t, v)
+    rows = []
+    for m in merged.values():
+        for field in ("abs", "cmp"):
+            m[field] = {t: statistics.median(vs) for t, vs in m[field].items()}
+        values = dict(m["text"])
+        for t, v in m["abs"].items():
+            if m["workload"] == "latency" and m["key"].startswith("latency_added") and t in m["cmp"]:
+                values[t] = f"{fmt(v)} ({signed(m['cmp'][t])})"
+            else:
+                values[t] = fmt(v, m["digits"])
+        m["values"] = values
+        m["compare"] = m.pop("cmp")
+        rows.append(m)
     return rows
 
 
@@ -188,6 +208,11 @@ def markdown(meta, rows, cases, failures):
                "HAProxy: nbthread = cores, `timeout client/server 1h`, `option http-no-delay`; sidecar: "
                "default threads (= cores), `RUST_LOG=warn`.")
     out.append("")
+    rounds = m.get("rounds", 1)
+    if rounds > 1:
+        out.append(f"Each figure is the median of {rounds} rounds (target order rotated each round); "
+                   "capacity runs once.")
+        out.append("")
     out.append("How to read it: lower is better except capacity, throughput and events delivered. "
                "Latency is measured from the origin's CLOCK_MONOTONIC stamp in each event to its parse in "
                "the client; \"added\" is proxy percentile − direct percentile from the same run. CPU is "
@@ -221,17 +246,17 @@ def markdown(meta, rows, cases, failures):
     out.append("")
     out.append("<details><summary>every case</summary>")
     out.append("")
-    out.append("| workload | target | status | streams | held | failures | events (window) | comments | "
+    out.append("| workload | round | target | status | streams | held | failures | events (window) | comments | "
                "p50/p99/p99.9 µs | CPU s | RSS idle→loaded KiB | load1 |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in cases:
         r = c["report"]
         if not r:
-            out.append(f"| {c['workload']} | {c['target']} | {c['status']} | | | | | | | | | {c['load1']} |")
+            out.append(f"| {c['workload']} | {c['round']} | {c['target']} | {c['status']} | | | | | | | | | {c['load1']} |")
             continue
         l, p = r["latency_us"], r["proxy"] or {}
         fails = ", ".join(f"{k} {v}" for k, v in r["failures"].items() if v) or "0"
-        out.append(f"| {c['workload']} | {c['target']} | ok | {r['streams']} | {r['held']} | {fails} | "
+        out.append(f"| {c['workload']} | {c['round']} | {c['target']} | ok | {r['streams']} | {r['held']} | {fails} | "
                    f"{r['events_window']} | {r['comments_window']} | {l['p50']}/{l['p99']}/{l['p999']} | "
                    f"{p.get('cpu_s_window', '—')} | {p.get('rss_idle_kib', '—')}→{p.get('rss_loaded_kib', '—')} | "
                    f"{c['load1']} |")

@@ -3,8 +3,8 @@
 # interleaved in one run, on loopback; prints a markdown table (absolute figures,
 # sidecar/nginx and sidecar/haproxy ratios) and writes it to bench/results/.
 #
-#   scripts/bench.sh            full run (~15 min on the 2-core bench machine, up to ~20 min
-#                               when capacity has to retry below 9,000 streams)
+#   scripts/bench.sh            full run: 3 rounds, ~26 min on the 2-core bench machine
+#                               (+~1.5 min per capacity retry below 9,000 streams)
 #   scripts/bench.sh --smoke    every workload tiny (~50 streams, seconds each), for CI;
 #                               exits non-zero when a workload fails (errors, zero events),
 #                               never on performance numbers
@@ -14,6 +14,8 @@
 #   --targets LIST        comma-separated subset of direct,sidecar,nginx,haproxy
 #   --workloads LIST      comma-separated subset of latency,fanout,memory,capacity,throughput
 #   --out DIR             where <date>.md/.json go (default bench/results; smoke: temp dir only)
+#   --rounds N            repeat every workload but capacity N times, rotating the target order;
+#                         the table shows the median (default 3; smoke 1)
 #   --latency-streams N --latency-duration DUR   (e.g. a medium run: 1000 streams for 10s)
 # Env: SSE_BENCH, SSE_SIDECAR (binary paths), BENCH_KEEP=1 keeps the temp dir; the
 #   workload sizes (LAT_STREAMS, LAT_DUR, FAN_STREAMS, MEM_STREAMS, CAP_MAX, CAP_HOLD,
@@ -42,6 +44,7 @@ WORKLOADS=latency,fanout,memory,capacity,throughput
 OUT=
 LAT_STREAMS_ARG=
 LAT_DUR_ARG=
+ROUNDS_ARG=
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=1 ;;
@@ -51,6 +54,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --latency-streams) LAT_STREAMS_ARG=$2; shift ;;
         --latency-duration) LAT_DUR_ARG=$2; shift ;;
+        --rounds) ROUNDS_ARG=$2; shift ;;
         -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -63,14 +67,15 @@ if [ "$SMOKE" = 1 ]; then
     : "${FAN_STREAMS:=50}" "${FAN_RAMP:=500ms}" "${FAN_DUR:=3s}"
     : "${MEM_STREAMS:=50}" "${MEM_RAMP:=500ms}" "${MEM_DUR:=2s}"
     : "${CAP_MAX:=50}" "${CAP_RAMP:=500ms}" "${CAP_HOLD:=4s}" "${CAP_TRIES:=1}"
-    : "${THR_DUR:=2s}"
+    : "${THR_DUR:=2s}" "${ROUNDS:=1}"
 else
     : "${LAT_STREAMS:=1000}" "${LAT_RAMP:=5s}" "${LAT_DUR:=30s}"
     : "${FAN_STREAMS:=5000}" "${FAN_RAMP:=10s}" "${FAN_DUR:=30s}"
     : "${MEM_STREAMS:=5000}" "${MEM_RAMP:=10s}" "${MEM_DUR:=10s}"
     : "${CAP_MAX:=9000}" "${CAP_RAMP:=20s}" "${CAP_HOLD:=60s}" "${CAP_TRIES:=3}"
-    : "${THR_DUR:=10s}"
+    : "${THR_DUR:=10s}" "${ROUNDS:=3}"
 fi
+ROUNDS=${ROUNDS_ARG:-$ROUNDS}
 LAT_STREAMS=${LAT_STREAMS_ARG:-$LAT_STREAMS}
 LAT_DUR=${LAT_DUR_ARG:-$LAT_DUR}
 LAT_RATE=10
@@ -221,17 +226,17 @@ CASES=$TMP/cases.tsv
 : >"$CASES"
 
 # run_case WORKLOAD TARGET HEARTBEAT STREAMS PATH RAMP DURATION [client args...]
-# Appends "workload target status json-file" to cases.tsv.
+# Appends "workload target status json-file load1 round" to cases.tsv (ROUND is global).
 run_case() {
     local wl=$1 t=$2 hb=$3 n=$4 path=$5 ramp=$6 dur=$7; shift 7
-    local tag="$wl-$t-$n" json watch=()
+    local tag="$wl-$t-$n-r$ROUND" json watch=()
     json=$TMP/$tag.json
     if ! start_target "$t" "$hb"; then
-        printf '%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" start-failed - "$(cut -d' ' -f1 /proc/loadavg)" >>"$CASES"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" start-failed - "$(cut -d' ' -f1 /proc/loadavg)" "$ROUND" >>"$CASES"
         return 1
     fi
     [ -n "$PGID" ] && watch=(--watch-pgid "$PGID")
-    log "$wl: $t, $n streams, $path, ramp $ramp, $dur"
+    log "$wl (round $ROUND/${rounds:-$ROUNDS}): $t, $n streams, $path, ramp $ramp, $dur"
     local limit=$(( $(secs "$ramp") + $(secs "$dur") + 60 )) rc=0
     timeout -k 5 "$limit" "$BENCH" client --url "http://127.0.0.1:$PORT$path" \
         --streams "$n" --ramp "$ramp" --duration "$dur" --json "${watch[@]}" "$@" \
@@ -239,10 +244,10 @@ run_case() {
     [ -n "$PGID" ] && stop "$PGID" "$STOP_SIG"
     if [ $rc -ne 0 ] || [ ! -s "$json" ]; then
         log "client failed (exit $rc): $(tail -n 3 "$TMP/$tag.client.err" | tr '\n' ' ')"
-        printf '%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" client-failed - "$(cut -d' ' -f1 /proc/loadavg)" >>"$CASES"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" client-failed - "$(cut -d' ' -f1 /proc/loadavg)" "$ROUND" >>"$CASES"
         return 1
     fi
-    printf '%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" ok "$json" "$(cut -d' ' -f1 /proc/loadavg)" >>"$CASES"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" ok "$json" "$(cut -d' ' -f1 /proc/loadavg)" "$ROUND" >>"$CASES"
     python3 - "$json" >&2 <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -261,41 +266,49 @@ held_clean() {
 held_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["held"])' "$1"; }
 
 IFS=, read -r -a TLIST <<<"$TARGETS"
+ROUND=1
 for wl in latency fanout memory capacity throughput; do
     has "$WORKLOADS" "$wl" || continue
-    for t in "${TLIST[@]}"; do
-        case "$wl" in
-            latency)
-                run_case latency "$t" "$HB_QUIET" "$LAT_STREAMS" "/stream?rate=$LAT_RATE" \
-                    "$LAT_RAMP" "$LAT_DUR" --align 0s || true ;;
-            fanout)
-                [ "$t" = direct ] && continue # no proxy: nothing to measure
-                run_case fanout "$t" "$HB_QUIET" "$FAN_STREAMS" /ticker "$FAN_RAMP" "$FAN_DUR" || true ;;
-            memory)
-                [ "$t" = direct ] && continue
-                run_case memory "$t" "$HB_IDLE" "$MEM_STREAMS" /idle "$MEM_RAMP" "$MEM_DUR" --align 0s || true ;;
-            capacity)
-                # Try CAP_MAX; on errors retry at what was held (rounded down to 500), ≤ CAP_TRIES runs.
-                n=$CAP_MAX
-                idle=()
-                [ "$t" = sidecar ] && idle=(--idle-timeout "$HB_SILENT_FOR")
-                for try in $(seq "$CAP_TRIES"); do
-                    run_case capacity "$t" "$HB_IDLE" "$n" /idle "$CAP_RAMP" "$CAP_HOLD" \
-                        --align 0s --ready-timeout 20s "${idle[@]}" || break
-                    json=$TMP/capacity-$t-$n.json
-                    held_clean "$json" "$n" && break
-                    [ "$try" = "$CAP_TRIES" ] && break
-                    h=$(held_of "$json")
-                    next=$(( h / 500 * 500 ))
-                    [ "$next" -ge "$n" ] && next=$(( n - 500 ))
-                    [ "$next" -lt 500 ] && break
-                    n=$next
-                done
-                ;;
-            throughput)
-                run_case throughput "$t" "$HB_QUIET" 1 "/bulk?size=$THR_SIZE" 0s "$THR_DUR" \
-                    --align 0s --read-buf 65536 || true ;;
-        esac
+    rounds=$ROUNDS
+    [ "$wl" = capacity ] && rounds=1 # ~85 s per target and try: once
+    for ROUND in $(seq "$rounds"); do
+        # Rotate the target order each round so no target always runs first (or right after another).
+        order=()
+        for i in "${!TLIST[@]}"; do order+=("${TLIST[$(( (i + ROUND - 1) % ${#TLIST[@]} ))]}"); done
+        for t in "${order[@]}"; do
+            case "$wl" in
+                latency)
+                    run_case latency "$t" "$HB_QUIET" "$LAT_STREAMS" "/stream?rate=$LAT_RATE" \
+                        "$LAT_RAMP" "$LAT_DUR" --align 0s || true ;;
+                fanout)
+                    [ "$t" = direct ] && continue # no proxy: nothing to measure
+                    run_case fanout "$t" "$HB_QUIET" "$FAN_STREAMS" /ticker "$FAN_RAMP" "$FAN_DUR" || true ;;
+                memory)
+                    [ "$t" = direct ] && continue
+                    run_case memory "$t" "$HB_IDLE" "$MEM_STREAMS" /idle "$MEM_RAMP" "$MEM_DUR" --align 0s || true ;;
+                capacity)
+                    # Try CAP_MAX; on errors retry at what was held (rounded down to 500), ≤ CAP_TRIES runs.
+                    n=$CAP_MAX
+                    idle=()
+                    [ "$t" = sidecar ] && idle=(--idle-timeout "$HB_SILENT_FOR")
+                    for try in $(seq "$CAP_TRIES"); do
+                        run_case capacity "$t" "$HB_IDLE" "$n" /idle "$CAP_RAMP" "$CAP_HOLD" \
+                            --align 0s --ready-timeout 20s "${idle[@]}" || break
+                        json=$TMP/capacity-$t-$n-r$ROUND.json
+                        held_clean "$json" "$n" && break
+                        [ "$try" = "$CAP_TRIES" ] && break
+                        h=$(held_of "$json")
+                        next=$(( h / 500 * 500 ))
+                        [ "$next" -ge "$n" ] && next=$(( n - 500 ))
+                        [ "$next" -lt 500 ] && break
+                        n=$next
+                    done
+                    ;;
+                throughput)
+                    run_case throughput "$t" "$HB_QUIET" 1 "/bulk?size=$THR_SIZE" 0s "$THR_DUR" \
+                        --align 0s --read-buf 65536 || true ;;
+            esac
+        done
     done
 done
 
@@ -317,6 +330,7 @@ json.dump({
     "kernel": platform.release(), "loadavg_end": sh("cat /proc/loadavg"),
     "git": sh("git -C '$ROOT' rev-parse --short HEAD 2>/dev/null"),
     "nginx": sh("'$NGINX' -v 2>&1"), "haproxy": sh("'$HAPROXY' -v 2>&1 | head -1"),
+    "rounds": $ROUNDS,
     "notes": [n for n in """$(printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}")""".splitlines() if n],
     "params": {"latency": "$LAT_STREAMS streams x $LAT_RATE ev/s, $LAT_DUR", "fanout": "$FAN_STREAMS streams, 1s ticker, $FAN_DUR",
                "memory": "$MEM_STREAMS idle streams, $MEM_DUR", "capacity": "<= $CAP_MAX streams held $CAP_HOLD",
