@@ -55,7 +55,7 @@ while [ $# -gt 0 ]; do
         --latency-streams) LAT_STREAMS_ARG=$2; shift ;;
         --latency-duration) LAT_DUR_ARG=$2; shift ;;
         --rounds) ROUNDS_ARG=$2; shift ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
