@@ -134,6 +134,12 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
             on_drain,
         },
     ));
+    server.add_service(background_service(
+        "malloc-trim",
+        crate::proxy::drain::TrimService {
+            shared: shared.clone(),
+        },
+    ));
     if let Some(listener) = admin_listener {
         let admin = AdminService::new(listener, registry, upstream_addr, readiness.clone());
         server.add_service(background_service("admin", admin));

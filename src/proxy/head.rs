@@ -162,9 +162,16 @@ fn detach(tcp: &L4Stream) -> std::io::Result<tokio::net::TcpStream> {
 async fn read_head(tcp: &mut L4Stream, timeout: Duration) -> Head {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 2048];
-    // The clock starts at the first byte: an idle kept-alive connection is not a slowloris.
-    // A fresh connection that never sends a byte is bounded by the idle limit.
-    let mut deadline = Instant::now() + KEEPALIVE_IDLE;
+    // On a kept-alive connection the clock starts at the first byte of the next request: idle
+    // keep-alive is not a slowloris. A fresh connection (the kernel has received nothing on
+    // it yet) gets the header timeout from the start: a silent socket held for the idle limit
+    // is the cheapest slowloris there is.
+    let fresh = {
+        use std::os::fd::AsRawFd;
+        pingora_core::protocols::l4::ext::get_tcp_info(tcp.as_raw_fd())
+            .is_ok_and(|i| i.tcpi_bytes_received == 0)
+    };
+    let mut deadline = Instant::now() + if fresh { timeout } else { KEEPALIVE_IDLE };
     loop {
         let n = match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
             Err(_) if buf.is_empty() => return Head::Closed,
@@ -174,6 +181,11 @@ async fn read_head(tcp: &mut L4Stream, timeout: Duration) -> Head {
         };
         if buf.is_empty() {
             deadline = Instant::now() + timeout;
+            // A request starts with a method token; anything else (a TLS hello on the plain
+            // port, binary garbage) is answered now rather than at the header timeout.
+            if !chunk[0].is_ascii_alphabetic() {
+                return Head::Invalid("not an HTTP request".into());
+            }
             // The h2c preface is not an HTTP/1 head; pingora takes it from here.
             if chunk[..n].starts_with(b"PRI ") {
                 buf.extend_from_slice(&chunk[..n]);
