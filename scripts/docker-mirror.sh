@@ -188,21 +188,15 @@ done
 say "runtime layout in $ROOT; linked libraries all in bookworm-slim"
 
 # --- 4. run as the image's user ----------------------------------------------------
-as_user() { # UID CMD...
-    local uid="$1"
-    shift
-    if command -v setpriv >/dev/null; then
-        setpriv --reuid="$uid" --regid="$uid" --clear-groups -- "$@"
-    elif [ "$(id -u)" -eq "$uid" ]; then
-        "$@"
-    else
-        die "need setpriv (util-linux) to run as uid $uid"
-    fi
-}
+# setpriv needs no passwd entry for the uid, and it execs the command, so $! of a
+# backgrounded "${AS[@]}" CMD & is the program itself, which SIGTERM must reach.
+command -v setpriv >/dev/null || die "need setpriv (util-linux) to run as the image's users"
+as_uid() { AS=(setpriv --reuid="$1" --regid="$1" --clear-groups --); }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-as_user "$RUN_UID" "$BIN" --version
-as_user "$RUN_UID" "$BIN" check --config "$CONF"
+as_uid "$RUN_UID"
+"${AS[@]}" "$BIN" --version
+"${AS[@]}" "$BIN" check --config "$CONF"
 say "--version and check --config /etc/sse-sidecar/sse-sidecar.yaml as uid $RUN_UID: ok"
 
 P_APP="$(free_port)" P_HTTP="$(free_port)" P_ADMIN="$(free_port)"
@@ -213,13 +207,15 @@ cleanup() {
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-as_user "$DEMO_UID" "$ROOT/demo/usr/local/bin/demo_origin" --listen "127.0.0.1:$P_APP" >"$MIRROR/demo.log" 2>&1 &
+as_uid "$DEMO_UID"
+"${AS[@]}" "$ROOT/demo/usr/local/bin/demo_origin" --listen "127.0.0.1:$P_APP" >"$MIRROR/demo.log" 2>&1 &
 pids+=($!)
 # ENTRYPOINT + CMD as the image runs them; the environment overrides the ports and
 # the upstream, as docker run -e would.
+as_uid "$RUN_UID"
 SSE_SIDECAR_LISTEN="127.0.0.1:$P_HTTP" SSE_SIDECAR_METRICS_LISTEN="127.0.0.1:$P_ADMIN" \
     SSE_SIDECAR_UPSTREAM="http://127.0.0.1:$P_APP" \
-    as_user "$RUN_UID" "$BIN" --config "$CONF" >"$MIRROR/sidecar.log" 2>&1 &
+    "${AS[@]}" "$BIN" --config "$CONF" >"$MIRROR/sidecar.log" 2>&1 &
 sidecar=$!
 pids+=("$sidecar")
 
@@ -233,6 +229,7 @@ for _ in $(seq 100); do # 10 s
     sleep 0.1
 done
 [ -n "$healthy" ] || { cat "$MIRROR/sidecar.log" >&2; die "no 200 from /healthz on the admin port within 10 s"; }
+[ "$(ps -o uid= -p "$sidecar" | tr -d ' ')" = "$RUN_UID" ] || die "the sidecar is not running as uid $RUN_UID"
 say "the image's ENTRYPOINT + CMD runs as uid $RUN_UID; /healthz: 200"
 
 events="$(curl -sN --max-time 2.5 -H 'Accept: text/event-stream' "http://127.0.0.1:$P_HTTP/events" || true)"
