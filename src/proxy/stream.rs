@@ -110,6 +110,11 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
         let mut last_write = last_read;
         let mut first_event = true;
         let mut drain_rx = shared.drain.subscribe();
+        // Pinned once: a fresh `changed()` per event would register with the process-wide
+        // watch (a shared lock) on every chunk of every stream.
+        let drain_signal = drain_rx.changed();
+        tokio::pin!(drain_signal);
+        let mut drain_pending = true;
         // When set: close at the next event boundary after this instant, with this outcome.
         let mut close_at: Option<(Instant, Outcome)> = cfg
             .limits
@@ -140,7 +145,7 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
                 timer_at = want;
                 timer.as_mut().reset(TokioInstant::from_std(want));
             }
-            let drain_armed = close_at.is_none_or(|(_, o)| o != Outcome::Shutdown);
+            let drain_armed = drain_pending && close_at.is_none_or(|(_, o)| o != Outcome::Shutdown);
 
             let wake = tokio::select! {
                 biased;
@@ -151,7 +156,8 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
                 // Heartbeat due, idle timeout, or a scheduled close.
                 _ = &mut timer => Wake::Timer,
                 // SIGTERM: schedule this stream's close somewhere in the drain window.
-                changed = drain_rx.changed(), if drain_armed => {
+                changed = &mut drain_signal, if drain_armed => {
+                    drain_pending = false;
                     if changed.is_ok() { Wake::Drain } else { Wake::Timer }
                 }
             };
