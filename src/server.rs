@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::drain::DrainService;
 use crate::proxy::head::HeadGuard;
+use crate::proxy::workers::Workers;
 use crate::proxy::{Shared, SidecarProxy};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::ListenerConfig;
@@ -30,6 +31,8 @@ pub enum StartError {
     Admin(#[from] crate::admin::BindError),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot start relay worker threads: {0}")]
+    Workers(std::io::Error),
     #[error("TLS listener {addr}: {msg}")]
     Tls {
         addr: std::net::SocketAddr,
@@ -77,6 +80,7 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
 
     let listeners = config.listeners.clone();
     let header_read_timeout = config.timeouts.header_read;
+    let threads = config.threads;
     let shared = Arc::new(Shared::new(config, metrics, upstream_addr));
     let app = |h2c: bool| {
         let mut app = pingora_proxy::http_proxy(
@@ -93,6 +97,7 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     let mut proxy = Service::new(
         "sse-sidecar".to_string(),
         HeadGuard {
+            workers: Workers::start(threads).map_err(StartError::Workers)?,
             shared: shared.clone(),
             h1: app(false),
             h2c: app(true),

@@ -15,6 +15,9 @@ use tracing::info;
 /// Shared drain state: the in-flight count and the "draining" signal.
 pub struct Drain {
     in_flight: Arc<AtomicUsize>,
+    /// Highest in-flight count since [`TrimService`] last looked: a burst that opens and
+    /// closes between two of its ticks is still seen.
+    high_water: AtomicUsize,
     tx: watch::Sender<bool>,
     pub config: Shutdown,
 }
@@ -32,13 +35,15 @@ impl Drain {
     pub fn new(config: Shutdown) -> Drain {
         Drain {
             in_flight: Arc::new(AtomicUsize::new(0)),
+            high_water: AtomicUsize::new(0),
             tx: watch::channel(false).0,
             config,
         }
     }
 
     pub fn in_flight(&self) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.high_water.fetch_max(now, Ordering::Relaxed);
         InFlight(self.in_flight.clone())
     }
 
@@ -145,15 +150,15 @@ extern "C" {
 #[async_trait]
 impl BackgroundService for TrimService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let drain = &self.shared.drain;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut peak = 0usize;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let now = self.shared.drain.in_flight_count();
-            peak = peak.max(now);
+            let now = drain.in_flight_count();
+            let peak = drain.high_water.swap(now, Ordering::Relaxed);
             // Only after a real drop: trimming walks every arena.
             if peak >= now + 256 {
                 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -161,7 +166,6 @@ impl BackgroundService for TrimService {
                 unsafe {
                     malloc_trim(0);
                 }
-                peak = now;
             }
         }
     }

@@ -26,6 +26,8 @@ pub const MAX_HEAD: usize = 64 * 1024;
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
 pub struct HeadGuard<A> {
+    /// The event loops lean streams run on.
+    pub workers: super::workers::Workers,
     /// For routing SSE candidates to the lean HTTP/1 relay ([`super::h1`]).
     pub shared: Arc<super::Shared>,
     /// The app for HTTP/1 (and TLS, where ALPN picks the protocol).
@@ -69,9 +71,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
                     if let Ok(sock) = detach(&tcp) {
                         let this = self.clone();
                         let shutdown = shutdown.clone();
-                        tokio::spawn(
-                            async move { this.serve_lean(sock, req, bytes, shutdown).await },
-                        );
+                        self.workers.spawn(async move {
+                            // Registered with the worker's own event loop.
+                            let Ok(sock) = tokio::net::TcpStream::from_std(sock) else {
+                                return;
+                            };
+                            this.serve_lean(sock, req, bytes, shutdown).await
+                        });
                         return None;
                     }
                 }
@@ -147,14 +153,13 @@ impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
 }
 
 /// A socket of our own for the connection pingora accepted (a `dup` of its descriptor).
-fn detach(tcp: &L4Stream) -> std::io::Result<tokio::net::TcpStream> {
+fn detach(tcp: &L4Stream) -> std::io::Result<std::net::TcpStream> {
     use std::os::fd::{AsRawFd, BorrowedFd};
     // SAFETY: the descriptor belongs to `tcp`, which is alive for this whole call; we only
     // duplicate it.
     let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned()?;
     let sock = std::net::TcpStream::from(fd);
     sock.set_nonblocking(true)?;
-    let sock = tokio::net::TcpStream::from_std(sock)?;
     sock.set_nodelay(true)?;
     Ok(sock)
 }

@@ -9,6 +9,7 @@ pub mod head;
 pub mod headers;
 pub mod relay;
 pub mod stream;
+pub mod workers;
 
 use crate::config::Config;
 use crate::metrics::{Kind, Metrics, Outcome, UpstreamErrorReason};
