@@ -5,8 +5,8 @@
 //!
 //! - [`cli`]: clap definitions only.
 //! - [`config`]: layered (defaults < file < env < flags) and validated configuration.
-//! - [`proxy`]: the `ProxyHttp` implementation, the SSE [`proxy::relay`], header policy and
-//!   graceful [`proxy::drain`].
+//! - [`proxy`]: the head guard, the lean HTTP/1 relay and the pingora-session relay, the
+//!   shared stream loop, the `ProxyHttp` implementation, header policy, graceful drain.
 //! - [`sse`]: the byte-level boundary tracker and the blocks the relay may inject.
 //! - [`metrics`]: every metric name, help text and bucket.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own listener.
@@ -14,13 +14,22 @@
 //!
 //! # How a request flows
 //!
-//! pingora accepts HTTP/1.1 or h2c on the listen port and calls
-//! [`proxy::SidecarProxy`]'s `request_filter`. An *SSE candidate* (its `Accept` names
-//! `text/event-stream`, or its path is under `sse.paths`) is taken over by the relay, which
-//! connects to the app itself, forwards the request without `Accept-Encoding`, and — when the
-//! answer is an event stream — runs one `select!` loop over the client, the app, a timer
-//! (heartbeats, idle timeout, scheduled close) and the drain signal. Everything else goes down
-//! pingora's normal proxy path, where an event-stream response still gets the header policy.
+//! pingora accepts connections on the listen port. [`proxy::head::HeadGuard`] reads each
+//! request head first (under one deadline, at most 64 KiB, rejecting smuggling shapes) and
+//! routes it:
+//!
+//! - an *SSE candidate* (its `Accept` names `text/event-stream`, or its path is under
+//!   `sse.paths`) on plain-TCP HTTP/1 leaves pingora's connection task for the lean relay
+//!   ([`proxy::h1`]), which runs on thread-per-core event loops ([`proxy::workers`]) and
+//!   speaks HTTP/1.1 on raw sockets;
+//! - an SSE candidate over h2 or TLS is taken over in pingora's `request_filter` by
+//!   [`proxy::relay`], which uses pingora's sessions and connector;
+//! - everything else goes down pingora's normal proxy path, where an event-stream response
+//!   still gets the header policy ([`proxy::headers`]).
+//!
+//! Both relays run the same stream loop ([`proxy::stream`]): one `select!` over the client
+//! leaving, the app's next bytes, a timer (heartbeats, idle timeout, scheduled close) and the
+//! drain signal, with the [`sse::Framer`] saying where a block may be injected.
 
 pub mod admin;
 pub mod cli;
