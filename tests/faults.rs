@@ -2,25 +2,24 @@
 //! stops reading, the app dying or unreachable, huge events and arbitrary bytes in events.
 //!
 //! The sidecar is the real binary; apps are the in-process origin or, where its scripts do not
-//! reach, a small raw origin written below. Memory and fd figures come from
+//! reach, the raw origin of tests/common/raw_origin.rs. Memory and fd figures come from
 //! `/proc/<sidecar pid>/status` (VmRSS) and `/proc/<sidecar pid>/fd`. Timing assertions assume a
 //! release build: `cargo test --release --test faults` (the load tests take a lock and run one at
 //! a time; ~15 s).
 
 mod common;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::client::{self, End};
+use common::raw_origin::{chunk, RawOrigin, SSE_HEAD};
 use common::sse::{Item, SseStream};
 use common::{ms, now_ns, show, Origin, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const ES: (&str, &str) = ("Accept", "text/event-stream");
 const T: Duration = Duration::from_secs(5);
@@ -30,7 +29,7 @@ const MIB: u64 = 1 << 20;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ---------------------------------------------------------------------------------------------
-// Helpers: process figures, metrics, a raw origin
+// Helpers: process figures, metrics, raw-origin handlers
 // ---------------------------------------------------------------------------------------------
 
 /// Raises this process's soft `RLIMIT_NOFILE` to at least `want` (up to the hard limit); the
@@ -129,81 +128,6 @@ async fn metric(sc: &Sidecar, series: &str) -> f64 {
 
 async fn open_sse(addr: SocketAddr, target: &str) -> SseStream {
     SseStream::new(client::send(addr, &client::request("GET", target, &[ES], None), "GET").await)
-}
-
-type Handler =
-    Arc<dyn Fn(TcpStream, String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-/// An origin whose every connection is handled by a test's own code: it reads the request head
-/// and hands the socket and the request target to `handler`. Dropping it aborts everything.
-struct RawOrigin {
-    addr: SocketAddr,
-    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl RawOrigin {
-    async fn start<F, Fut>(handler: F) -> RawOrigin
-    where
-        F: Fn(TcpStream, String) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let handler: Handler = Arc::new(move |s, t| Box::pin(handler(s, t)));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let t2 = tasks.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let _ = s.set_nodelay(true);
-                let h = handler.clone();
-                let task = tokio::spawn(async move {
-                    if let Some(target) = read_head(&mut s).await {
-                        h(s, target).await;
-                    }
-                });
-                t2.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        tasks.lock().unwrap().push(accept.abort_handle());
-        RawOrigin { addr, tasks }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for RawOrigin {
-    fn drop(&mut self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
-    }
-}
-
-/// Reads a request head (no body expected); returns the request target.
-async fn read_head(s: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut tmp).await.ok()?;
-        if n == 0 || buf.len() > 65536 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    let line = String::from_utf8_lossy(&buf).lines().next()?.to_string();
-    line.split(' ').nth(1).map(str::to_string)
-}
-
-const SSE_HEAD: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
-
-fn chunk(data: &[u8]) -> Vec<u8> {
-    let mut b = format!("{:x}\r\n", data.len()).into_bytes();
-    b.extend_from_slice(data);
-    b.extend_from_slice(b"\r\n");
-    b
 }
 
 /// Writes `{"seq":N,"t_ns":T}` events every `every` until the peer goes away or `n` are sent.

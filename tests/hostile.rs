@@ -9,17 +9,15 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::client::{self, End};
+use common::raw_origin::{chunk, RawOrigin, SSE_HEAD};
 use common::sse::SseStream;
 use common::{now_ns, show, Origin, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const ES: (&str, &str) = ("Accept", "text/event-stream");
 const T: Duration = Duration::from_secs(5);
@@ -466,79 +464,6 @@ async fn silent_connection_is_closed_after_header_read_timeout() {
 // ---------------------------------------------------------------------------------------------
 // Responses
 // ---------------------------------------------------------------------------------------------
-
-type Handler =
-    Arc<dyn Fn(TcpStream, String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-/// An origin whose connections are handled by the test's own code (after the request head).
-struct RawOrigin {
-    addr: SocketAddr,
-    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl RawOrigin {
-    async fn start<F, Fut>(handler: F) -> RawOrigin
-    where
-        F: Fn(TcpStream, String) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let handler: Handler = Arc::new(move |s, t| Box::pin(handler(s, t)));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let t2 = tasks.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let _ = s.set_nodelay(true);
-                let h = handler.clone();
-                let task = tokio::spawn(async move {
-                    if let Some(target) = read_head(&mut s).await {
-                        h(s, target).await;
-                    }
-                });
-                t2.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        tasks.lock().unwrap().push(accept.abort_handle());
-        RawOrigin { addr, tasks }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for RawOrigin {
-    fn drop(&mut self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
-    }
-}
-
-async fn read_head(s: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut tmp).await.ok()?;
-        if n == 0 || buf.len() > 65536 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    let line = String::from_utf8_lossy(&buf).lines().next()?.to_string();
-    line.split(' ').nth(1).map(str::to_string)
-}
-
-const SSE_HEAD: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
-
-fn chunk(data: &[u8]) -> Vec<u8> {
-    let mut b = format!("{:x}\r\n", data.len()).into_bytes();
-    b.extend_from_slice(data);
-    b.extend_from_slice(b"\r\n");
-    b
-}
 
 fn event(seq: u64) -> Vec<u8> {
     format!("data: {{\"seq\":{seq},\"t_ns\":{}}}\n\n", now_ns()).into_bytes()

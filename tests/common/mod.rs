@@ -6,6 +6,8 @@
 //!   is chosen per request by path and query (see the module doc) and it records what it saw:
 //!   request headers and body, the bytes it sent, when the response started and when its
 //!   connection closed.
+//! - [`raw_origin::RawOrigin`]: an origin whose connections are handled by a test's own
+//!   closure, for bytes the scriptable origin cannot send.
 //! - [`sidecar::Sidecar`]: the real `sse-sidecar` binary on free ports, killed on drop, its
 //!   stderr printed when a test fails.
 //! - [`client`]: a raw HTTP/1.1 client that writes request bytes itself and reads the body
@@ -23,6 +25,7 @@ pub mod client;
 pub mod h2c;
 pub mod nginx;
 pub mod origin;
+pub mod raw_origin;
 pub mod sidecar;
 pub mod sse;
 
