@@ -18,13 +18,14 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
+use common::process::Process;
 use common::sidecar::command;
 use common::sse::{self, Item};
-use common::{free_port, wait_listening, Sidecar};
+use common::{free_port, Sidecar};
 
 /// tests/browser/, where the node scripts and their node_modules live.
 fn node_dir() -> PathBuf {
@@ -107,99 +108,32 @@ fn demo_origin_bin() -> PathBuf {
     bin.clone()
 }
 
-/// A child process killed on drop, whose output goes to a file.
-struct Proc {
-    name: String,
-    child: Option<Child>,
-    log: PathBuf,
+/// Spawns `cmd` with its stdout and stderr going to the file `log`.
+fn spawn_logged(name: &str, mut cmd: Command, log: PathBuf) -> Process {
+    let file = std::fs::File::create(&log).unwrap();
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
+    Process::new(name, child, log)
 }
 
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
-        let file = std::fs::File::create(&log).unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
-        Proc {
-            name: name.into(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
-
-    fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut()?.try_wait().ok().flatten()
-    }
-
-    /// Waits until it accepts connections on `addr` (10 s at most).
-    async fn wait_listening(&mut self, addr: SocketAddr) {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = self.try_exit() {
-                panic!(
-                    "{} exited ({st}) before listening on {addr}:\n{}",
-                    self.name,
-                    self.log()
-                );
-            }
-            if wait_listening(addr, Duration::from_millis(100)).await {
-                return;
-            }
-            assert!(
-                Instant::now() < end,
-                "{} not listening on {addr} within 10 s:\n{}",
-                self.name,
-                self.log()
-            );
-        }
-    }
-
-    async fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + deadline;
-        while Instant::now() < end {
-            if let Some(st) = self.try_exit() {
-                return Some(st);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- {} output ----\n{}\n---- end ----",
-                self.name,
-                self.log()
-            );
-        }
+/// Waits until `p` accepts connections on `addr` (10 s at most).
+async fn wait_up(p: &mut Process, addr: SocketAddr) {
+    if let Err(e) = p.wait_listening(addr, Duration::from_secs(10)).await {
+        panic!("{e}");
     }
 }
 
 /// The demo origin on a free port.
-async fn start_demo(dir: &Path) -> (Proc, SocketAddr) {
+async fn start_demo(dir: &Path) -> (Process, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cmd = Command::new(demo_origin_bin());
     cmd.args(["--listen", &addr.to_string()]);
-    let mut p = Proc::spawn("demo origin", cmd, dir.join("demo-origin.log"));
-    p.wait_listening(addr).await;
+    let mut p = spawn_logged("demo origin", cmd, dir.join("demo-origin.log"));
+    wait_up(&mut p, addr).await;
     (p, addr)
 }
 
@@ -214,7 +148,7 @@ fn last_event_ids(origin_log: &str) -> Vec<String> {
 }
 
 /// The sidecar on a given address (so a second one can take the port over).
-async fn start_sidecar(dir: &Path, n: usize, addr: SocketAddr, upstream: SocketAddr) -> Proc {
+async fn start_sidecar(dir: &Path, n: usize, addr: SocketAddr, upstream: SocketAddr) -> Process {
     // A short drain window and a 1 s retry hint keep the restart within a few seconds.
     let yaml = format!("listen: [\"{addr}\"]\nshutdown:\n  drain_window: 300ms\n  retry: 1s\n");
     start_sidecar_with(dir, n, &yaml, addr, upstream).await
@@ -227,7 +161,7 @@ async fn start_sidecar_with(
     yaml: &str,
     addr: SocketAddr,
     upstream: SocketAddr,
-) -> Proc {
+) -> Process {
     let conf = dir.join(format!("sse-sidecar{n}.yaml"));
     std::fs::write(&conf, yaml).unwrap();
     let mut cmd = command();
@@ -240,12 +174,12 @@ async fn start_sidecar_with(
             "SSE_SIDECAR_UPGRADE_SOCK",
             dir.join(format!("upgrade{n}.sock")),
         );
-    let mut p = Proc::spawn(
+    let mut p = spawn_logged(
         &format!("sse-sidecar #{n}"),
         cmd,
         dir.join(format!("sidecar{n}.log")),
     );
-    p.wait_listening(addr).await;
+    wait_up(&mut p, addr).await;
     p
 }
 
@@ -541,7 +475,7 @@ async fn chromium_over_https_h2_keeps_many_streams_on_one_connection() {
         key.display()
     );
     let mut sc = start_sidecar_with(dir.path(), 1, &yaml, tls, origin_addr).await;
-    sc.wait_listening(plain).await;
+    wait_up(&mut sc, plain).await;
 
     let https = format!("https://localhost:{}/", tls.port());
     let http = format!("http://localhost:{}/", plain.port());

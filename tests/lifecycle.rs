@@ -10,13 +10,14 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::client::{self, End};
 use common::origin::RequestRecord;
+use common::process::Process;
 use common::sse::{Item, SseStream};
 use common::{ms, now_ns, show, wait_listening, Origin, Sidecar};
 
@@ -27,6 +28,13 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const T: Duration = Duration::from_secs(5);
 /// The opening block the sidecar writes with the default configuration.
 const OPEN: &[u8] = b": ok\n\n";
+
+/// The origin and the sidecar in front of it, configured by `yaml`.
+async fn start_with(yaml: &str) -> (Origin, Sidecar) {
+    let origin = Origin::start().await;
+    let sc = Sidecar::builder(&origin.url()).config(yaml).start().await;
+    (origin, sc)
+}
 
 async fn open_sse(addr: SocketAddr, target: &str) -> SseStream {
     SseStream::new(client::send(addr, &client::request("GET", target, &[ES], None), "GET").await)
@@ -215,11 +223,7 @@ async fn sigterm_drains_200_streams_spread_over_window() {
     let _serial = SERIAL.lock().await;
     const N: usize = 200;
     let window = Duration::from_secs(2);
-    let origin = Origin::start().await;
-    let mut sc = Sidecar::builder(&origin.url())
-        .config("shutdown:\n  drain_window: 2s\n  retry: 1s\n")
-        .start()
-        .await;
+    let (origin, mut sc) = start_with("shutdown:\n  drain_window: 2s\n  retry: 1s\n").await;
     let targets: Vec<String> = (0..N)
         .map(|i| format!("/sse?events=100000&interval_ms=150&split=1&split_ms=30&c={i}"))
         .collect();
@@ -292,11 +296,7 @@ async fn sigterm_drains_200_streams_spread_over_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_readyz_503_and_inflight_request_completes() {
     let _serial = SERIAL.lock().await;
-    let origin = Origin::start().await;
-    let mut sc = Sidecar::builder(&origin.url())
-        .config("shutdown:\n  drain_window: 2s\n")
-        .start()
-        .await;
+    let (origin, mut sc) = start_with("shutdown:\n  drain_window: 2s\n").await;
     wait_admin_status(&sc, "/readyz", 200).await;
     let (_streams, open) = spawn_streams(
         sc.addr,
@@ -363,11 +363,7 @@ async fn sigterm_readyz_503_and_inflight_request_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_refuses_new_connections() {
     let _serial = SERIAL.lock().await;
-    let origin = Origin::start().await;
-    let mut sc = Sidecar::builder(&origin.url())
-        .config("shutdown:\n  drain_window: 2s\n")
-        .start()
-        .await;
+    let (origin, mut sc) = start_with("shutdown:\n  drain_window: 2s\n").await;
     let addr = sc.addr;
     let slow = tokio::spawn(async move {
         let mut r = client::send(
@@ -440,11 +436,7 @@ async fn sigterm_refuses_new_connections() {
 async fn sigterm_mid_event_stream_finishes_event_first() {
     let _serial = SERIAL.lock().await;
     const N: usize = 20;
-    let origin = Origin::start().await;
-    let mut sc = Sidecar::builder(&origin.url())
-        .config("shutdown:\n  drain_window: 2s\n")
-        .start()
-        .await;
+    let (origin, mut sc) = start_with("shutdown:\n  drain_window: 2s\n").await;
     let targets: Vec<String> = (0..N)
         .map(|i| format!("/sse?events=3&split=1&split_ms=1200&interval_ms=5000&end=hold&c={i}"))
         .collect();
@@ -502,11 +494,7 @@ async fn sigterm_mid_event_stream_finishes_event_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_unfinished_event_is_cut_within_bound() {
     let _serial = SERIAL.lock().await;
-    let origin = Origin::start().await;
-    let mut sc = Sidecar::builder(&origin.url())
-        .config("shutdown:\n  drain_window: 1s\n")
-        .start()
-        .await;
+    let (_origin, mut sc) = start_with("shutdown:\n  drain_window: 1s\n").await;
     let target = "/sse?events=1&split=1&split_ms=20000";
     let mut s = open_sse(sc.addr, target).await;
     let t_open = Instant::now();
@@ -543,11 +531,7 @@ async fn sigterm_unfinished_event_is_cut_within_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_without_streams_exits_promptly() {
     let _serial = SERIAL.lock().await;
-    let origin = Origin::start().await;
-    let mut sc = Sidecar::builder(&origin.url())
-        .config("shutdown:\n  drain_window: 10s\n")
-        .start()
-        .await;
+    let (_origin, mut sc) = start_with("shutdown:\n  drain_window: 10s\n").await;
     assert_eq!(client::get(sc.addr, "/json", &[]).await.status(), 200);
     let t0 = Instant::now();
     sc.sigterm();
@@ -607,11 +591,7 @@ async fn sigint_stops_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_streams_sheds_with_503_retry_after() {
     let _serial = SERIAL.lock().await;
-    let origin = Origin::start().await;
-    let sc = Sidecar::builder(&origin.url())
-        .config("limits:\n  max_streams: 3\n")
-        .start()
-        .await;
+    let (origin, sc) = start_with("limits:\n  max_streams: 3\n").await;
     let mut streams = Vec::new();
     for i in 0..3 {
         streams.push(open_sse_first_event(sc.addr, &format!("/sse?events=1&end=hold&c={i}")).await);
@@ -656,11 +636,8 @@ async fn max_streams_sheds_with_503_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_stream_duration_closes_at_boundary_with_retry() {
     let _serial = SERIAL.lock().await;
-    let origin = Origin::start().await;
-    let sc = Sidecar::builder(&origin.url())
-        .config("limits:\n  max_stream_duration: 1s\nshutdown:\n  retry: 1s\n")
-        .start()
-        .await;
+    let (origin, sc) =
+        start_with("limits:\n  max_stream_duration: 1s\nshutdown:\n  retry: 1s\n").await;
     let mut streams = Vec::new();
     for i in 0..5 {
         let target = format!("/sse?events=100000&interval_ms=60&split=1&split_ms=40&c={i}");
@@ -692,47 +669,17 @@ async fn max_stream_duration_closes_at_boundary_with_retry() {
 
 /// A second sidecar process started with `--upgrade` on the same listen address; killed on
 /// drop, its stderr printed if the test fails.
-struct Upgrader {
-    child: Option<Child>,
-    stderr: PathBuf,
-}
-
-impl Upgrader {
-    fn spawn(args: &[String], env: &[(&str, String)], stderr: PathBuf) -> Upgrader {
-        let mut cmd = common::sidecar::command();
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Upgrader {
-            child: Some(cmd.spawn().expect("spawn sse-sidecar --upgrade")),
-            stderr,
-        }
+fn spawn_upgrader(args: &[String], env: &[(&str, String)], stderr: PathBuf) -> Process {
+    let mut cmd = common::sidecar::command();
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
     }
-
-    fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
-    }
-}
-
-impl Drop for Upgrader {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- upgraded sse-sidecar stderr ----\n{}\n---- end ----",
-                std::fs::read_to_string(&self.stderr).unwrap_or_default()
-            );
-        }
-    }
+    let child = cmd.spawn().expect("spawn sse-sidecar --upgrade");
+    Process::new("upgraded sse-sidecar", child, stderr)
 }
 
 fn wait_file(p: &Path, deadline: Duration) -> bool {
@@ -796,7 +743,7 @@ async fn sigquit_upgrade_hands_over_port_and_old_drains() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut new = Upgrader::spawn(&args, &env, dir.path().join("new-stderr.log"));
+    let mut new = spawn_upgrader(&args, &env, dir.path().join("new-stderr.log"));
     assert!(
         wait_file(&sock, Duration::from_secs(5)),
         "the --upgrade process never created {}",
@@ -865,7 +812,7 @@ async fn sigquit_upgrade_hands_over_port_and_old_drains() {
         let rec = record_for(&origin, &target, &s).await;
         assert_closed_cleanly(&s, &rec, 1000, &target);
     }
-    assert!(new.running(), "the new process died");
+    assert!(new.try_exit().is_none(), "the new process died");
     assert!(wait_listening(addr, Duration::from_secs(1)).await);
     let mut s = open_sse_first_event(addr, "/sse?events=2&interval_ms=10&after=1").await;
     assert_eq!(s.read_to_end(T).await, Some(End::Complete));

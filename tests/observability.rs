@@ -638,6 +638,45 @@ async fn ending_idle_timeout() {
     origin.wait_closed("/sse", T).await;
 }
 
+/// For the `upstream_errors_*` tests: waits until `/metrics` counts their SSE candidate (2xx)
+/// and their plain request (5xx) since `before`, then returns that scrape and how much
+/// `upstream_errors_total` moved by reason: (connect, timeout, reset, protocol).
+async fn upstream_error_deltas(
+    admin: SocketAddr,
+    before: &Scrape,
+) -> (Scrape, (f64, f64, f64, f64)) {
+    let after = scrape_until(admin, T, |a| {
+        delta(
+            before,
+            a,
+            "sse_sidecar_requests_total",
+            &[("kind", "sse"), ("code", "2xx")],
+        ) >= 1.0
+            && delta(
+                before,
+                a,
+                "sse_sidecar_requests_total",
+                &[("kind", "other"), ("code", "5xx")],
+            ) >= 1.0
+    })
+    .await;
+    let errs = |reason| {
+        delta(
+            before,
+            &after,
+            "sse_sidecar_upstream_errors_total",
+            &[("reason", reason)],
+        )
+    };
+    let by_reason = (
+        errs("connect"),
+        errs("timeout"),
+        errs("reset"),
+        errs("protocol"),
+    );
+    (after, by_reason)
+}
+
 /// Nothing listens on the app's port: a plain request gets 502, an SSE candidate its retry
 /// stream, and each counts once in `upstream_errors_total{reason="connect"}`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -656,36 +695,9 @@ async fn upstream_errors_connect() {
         "SSE candidate gets a retry stream (on_upstream_error: retry)"
     );
 
-    let after = scrape_until(admin, T, |a| {
-        delta(
-            &before,
-            a,
-            "sse_sidecar_requests_total",
-            &[("kind", "sse"), ("code", "2xx")],
-        ) >= 1.0
-            && delta(
-                &before,
-                a,
-                "sse_sidecar_requests_total",
-                &[("kind", "other"), ("code", "5xx")],
-            ) >= 1.0
-    })
-    .await;
-    let errs = |reason| {
-        delta(
-            &before,
-            &after,
-            "sse_sidecar_upstream_errors_total",
-            &[("reason", reason)],
-        )
-    };
+    let (after, errs) = upstream_error_deltas(admin, &before).await;
     assert_eq!(
-        (
-            errs("connect"),
-            errs("timeout"),
-            errs("reset"),
-            errs("protocol")
-        ),
+        errs,
         (2.0, 0.0, 0.0, 0.0),
         "upstream_errors_total (connect, timeout, reset, protocol)"
     );
@@ -724,36 +736,9 @@ async fn upstream_errors_timeout() {
         "SSE candidate gets a retry stream (on_upstream_error: retry)"
     );
 
-    let after = scrape_until(admin, T, |a| {
-        delta(
-            &before,
-            a,
-            "sse_sidecar_requests_total",
-            &[("kind", "sse"), ("code", "2xx")],
-        ) >= 1.0
-            && delta(
-                &before,
-                a,
-                "sse_sidecar_requests_total",
-                &[("kind", "other"), ("code", "5xx")],
-            ) >= 1.0
-    })
-    .await;
-    let errs = |reason| {
-        delta(
-            &before,
-            &after,
-            "sse_sidecar_upstream_errors_total",
-            &[("reason", reason)],
-        )
-    };
+    let (after, errs) = upstream_error_deltas(admin, &before).await;
     assert_eq!(
-        (
-            errs("connect"),
-            errs("timeout"),
-            errs("reset"),
-            errs("protocol")
-        ),
+        errs,
         (0.0, 2.0, 0.0, 0.0),
         "upstream_errors_total (connect, timeout, reset, protocol)"
     );

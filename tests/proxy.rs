@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::client::{self, Conn, End, Response};
-use common::h2c::H2Conn;
+use common::h2c::{H2Conn, H2Response};
 use common::origin::{big_body, json_body, RequestRecord};
 use common::sidecar::{run_cli, temp_file};
 use common::sse::{self, Item, SseStream};
@@ -718,6 +718,24 @@ async fn non_sse_silence_longer_than_read_timeout_fails() {
     );
 }
 
+/// Runs `leave` (the client going away) and returns how long after it the app's connection to
+/// `target` closed, in ns (waiting 3 s at most).
+async fn upstream_close_ns(origin: &Origin, target: &str, leave: impl FnOnce()) -> u64 {
+    let t0 = now_ns();
+    leave();
+    let rec = origin.wait_closed(target, Duration::from_secs(3)).await;
+    rec.closed_ns.unwrap() - t0
+}
+
+/// An h2c (prior knowledge) connection to `addr` with an SSE request for `target` on it.
+async fn h2c_sse(addr: SocketAddr, target: &str) -> (H2Conn, H2Response) {
+    let mut c = H2Conn::connect(addr).await;
+    let r = c
+        .request("GET", target, &[("accept", "text/event-stream")], None)
+        .await;
+    (c, r)
+}
+
 /// Client FIN while the app is silent closes the upstream connection within 100 ms (HTTP/1.1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_fin_closes_upstream_promptly() {
@@ -742,15 +760,15 @@ async fn client_close_closes_upstream(rst: bool) {
         origin.requests_to(target)[0].closed_ns.is_none(),
         "upstream closed before the client left"
     );
-    let t0 = now_ns();
     let SseStream { resp, .. } = s;
-    if rst {
-        resp.conn.close_rst()
-    } else {
-        resp.conn.close_fin()
-    }
-    let rec = origin.wait_closed(target, Duration::from_secs(3)).await;
-    let took = rec.closed_ns.unwrap() - t0;
+    let took = upstream_close_ns(&origin, target, || {
+        if rst {
+            resp.conn.close_rst()
+        } else {
+            resp.conn.close_fin()
+        }
+    })
+    .await;
     assert!(
         took < CLOSE_WITHIN_NS,
         "upstream closed {:.1} ms after the client (rst={rst}); want < 100 ms",
@@ -764,10 +782,7 @@ async fn client_close_closes_upstream(rst: bool) {
 async fn h2c_connection_close_closes_upstream_promptly() {
     let (origin, sc) = setup().await;
     let target = "/sse?events=1&end=hold&cc=private";
-    let mut c = H2Conn::connect(sc.addr).await;
-    let mut r = c
-        .request("GET", target, &[("accept", "text/event-stream")], None)
-        .await;
+    let (c, mut r) = h2c_sse(sc.addr, target).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
     assert_eq!(r.header("x-accel-buffering"), Some("no"));
@@ -784,11 +799,8 @@ async fn h2c_connection_close_closes_upstream_promptly() {
     }
     r.next_event(T).await.expect("first event over h2c");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let t0 = now_ns();
     // Only the TCP connection goes away (no RST_STREAM first): `r` lives on.
-    c.close();
-    let rec = origin.wait_closed(target, Duration::from_secs(3)).await;
-    let took = rec.closed_ns.unwrap() - t0;
+    let took = upstream_close_ns(&origin, target, || c.close()).await;
     drop(r);
     assert!(
         took < CLOSE_WITHIN_NS,
@@ -803,17 +815,11 @@ async fn h2c_connection_close_closes_upstream_promptly() {
 async fn h2c_stream_reset_closes_upstream_promptly() {
     let (origin, sc) = setup().await;
     let target = "/sse?events=1&end=hold";
-    let mut c = H2Conn::connect(sc.addr).await;
-    let mut r = c
-        .request("GET", target, &[("accept", "text/event-stream")], None)
-        .await;
+    let (mut c, mut r) = h2c_sse(sc.addr, target).await;
     assert_eq!(r.status(), 200);
     r.next_event(T).await.expect("first event over h2c");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let t0 = now_ns();
-    r.reset();
-    let rec = origin.wait_closed(target, Duration::from_secs(3)).await;
-    let took = rec.closed_ns.unwrap() - t0;
+    let took = upstream_close_ns(&origin, target, || r.reset()).await;
     assert!(
         took < CLOSE_WITHIN_NS,
         "upstream closed {:.1} ms after RST_STREAM; want < 100 ms",

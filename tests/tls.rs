@@ -14,7 +14,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,9 +31,10 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use common::origin::json_body;
+use common::process::Process;
 use common::sidecar::{command, run_cli, temp_file};
 use common::sse::{self, Event, Item, Parser, Timed};
-use common::{free_port, ms, now_ns, show, wait_listening, Origin};
+use common::{free_port, ms, now_ns, show, Origin};
 
 const T: Duration = Duration::from_secs(5);
 const ES: (&str, &str) = ("accept", "text/event-stream");
@@ -76,9 +77,9 @@ fn make_cert() -> TestCert {
 /// The real binary with one TLS listener on a free port; killed on drop, stderr printed when
 /// the test panics.
 struct TlsSidecar {
-    child: Option<Child>,
+    /// Declared before `_dir`: it prints the stderr file on a failing test's drop.
+    proc: Process,
     addr: SocketAddr,
-    stderr_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -108,68 +109,22 @@ impl TlsSidecar {
             .stderr(std::fs::File::create(&stderr_path).unwrap());
         let child = cmd.spawn().expect("spawn sse-sidecar");
         let mut sc = TlsSidecar {
-            child: Some(child),
+            proc: Process::new("sse-sidecar (TLS)", child, stderr_path),
             addr,
-            stderr_path,
             _dir: dir,
         };
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = sc.try_exit() {
-                panic!(
-                    "sse-sidecar exited ({st}) before listening; config:\n{yaml}\nstderr:\n{}",
-                    sc.stderr()
-                );
-            }
-            if wait_listening(addr, Duration::from_millis(100)).await {
-                return sc;
-            }
-            assert!(
-                Instant::now() < end,
-                "sse-sidecar not listening on {addr} within 10 s; stderr:\n{}",
-                sc.stderr()
-            );
+        if let Err(e) = sc.proc.wait_listening(addr, Duration::from_secs(10)).await {
+            panic!("{e}\nconfig:\n{yaml}");
         }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        sc
     }
 
     fn sigterm(&self) {
-        let pid = self.child.as_ref().expect("running").id() as i32;
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill {pid}");
-    }
-
-    fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut()?.try_wait().ok().flatten()
+        self.proc.signal(libc::SIGTERM);
     }
 
     async fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + deadline;
-        while Instant::now() < end {
-            if let Some(st) = self.try_exit() {
-                return Some(st);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        None
-    }
-}
-
-impl Drop for TlsSidecar {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- sse-sidecar (TLS) stderr ----\n{}\n---- end ----",
-                self.stderr()
-            );
-        }
+        self.proc.wait_exit(deadline).await
     }
 }
 

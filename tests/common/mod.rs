@@ -10,6 +10,8 @@
 //!   closure, for bytes the scriptable origin cannot send.
 //! - [`sidecar::Sidecar`]: the real `sse-sidecar` binary on free ports, killed on drop, its
 //!   stderr printed when a test fails.
+//! - [`process::Process`]: any other child process a test starts, killed on drop, its log
+//!   printed when the test fails.
 //! - [`client`]: a raw HTTP/1.1 client that writes request bytes itself and reads the body
 //!   incrementally with arrival timestamps, keeping the raw bytes for framing assertions.
 //! - [`sse`]: a WHATWG event-stream parser for the client side, plus a streaming reader that
@@ -25,6 +27,7 @@ pub mod client;
 pub mod h2c;
 pub mod nginx;
 pub mod origin;
+pub mod process;
 pub mod raw_origin;
 pub mod sidecar;
 pub mod sse;

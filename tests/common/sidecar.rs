@@ -4,14 +4,16 @@
 //! let sc = Sidecar::builder(&origin.url()).arg("--read-timeout").arg("1s").start().await;
 //! let sc = Sidecar::builder(&origin.url()).config("sse:\n  paths: [/sse]\n").start().await;
 //! ```
-//! The process is killed on drop; its stderr goes to a file, printed when the test panics.
+//! The process is killed on drop; its stderr goes to a file, printed when the test panics
+//! (see [`super::process::Process`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, wait_listening};
+use super::free_port;
+use super::process::Process;
 
 /// Path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_sse-sidecar");
@@ -146,46 +148,29 @@ impl SidecarBuilder {
         }
         let child = cmd.spawn().map_err(|e| format!("spawn {BIN}: {e}"))?;
         let mut sc = Sidecar {
-            child: Some(child),
+            proc: Process::new(format!("sse-sidecar {args:?}"), child, stderr_path),
             addr,
             metrics_addr,
             args,
-            stderr_path,
             stdout_path,
             _dir: dir,
         };
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = sc.child.as_mut().unwrap().try_wait().unwrap() {
-                return Err(format!(
-                    "sse-sidecar {:?} exited ({st}) before listening on {addr}; stderr:\n{}",
-                    sc.args,
-                    sc.stderr()
-                ));
-            }
-            if wait_listening(addr, Duration::from_millis(100)).await {
-                return Ok(sc);
-            }
-            if Instant::now() > end {
-                return Err(format!(
-                    "sse-sidecar {:?} not accepting on {addr} within 10 s; stderr:\n{}",
-                    sc.args,
-                    sc.stderr()
-                ));
-            }
-        }
+        sc.proc
+            .wait_listening(addr, Duration::from_secs(10))
+            .await
+            .map(|()| sc)
     }
 }
 
 /// A running sidecar.
 pub struct Sidecar {
-    child: Option<Child>,
+    /// Declared before `_dir`: it prints the stderr file on a failing test's drop.
+    proc: Process,
     /// The proxy's listen address.
     pub addr: SocketAddr,
     /// The admin (metrics) address, unless started with `metrics_off`.
     pub metrics_addr: Option<SocketAddr>,
     pub args: Vec<String>,
-    stderr_path: PathBuf,
     stdout_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -212,12 +197,12 @@ impl Sidecar {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
+        self.proc.pid()
     }
 
     /// Everything the process wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        self.proc.log()
     }
 
     /// The body of `GET /metrics` on the admin port (panics if metrics are off).
@@ -232,57 +217,24 @@ impl Sidecar {
     }
 
     pub fn stderr_path(&self) -> &Path {
-        &self.stderr_path
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let pid = self.pid();
-        assert!(pid > 0, "sidecar not running");
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        let rc = unsafe { libc::kill(pid, sig) };
-        assert_eq!(rc, 0, "kill({pid}, {sig})");
+        self.proc.log_path()
     }
 
     pub fn sigterm(&self) {
-        self.signal(libc::SIGTERM);
+        self.proc.signal(libc::SIGTERM);
     }
 
     pub fn sigint(&self) {
-        self.signal(libc::SIGINT);
+        self.proc.signal(libc::SIGINT);
     }
 
     /// Whether the process has exited (and how), without waiting.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut()?.try_wait().ok().flatten()
+        self.proc.try_exit()
     }
 
     /// Waits up to `deadline` for the process to exit.
     pub async fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + deadline;
-        loop {
-            if let Some(st) = self.try_exit() {
-                return Some(st);
-            }
-            if Instant::now() > end {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- sse-sidecar {:?} stderr ----\n{}\n---- end of sse-sidecar stderr ----",
-                self.args,
-                self.stderr()
-            );
-        }
+        self.proc.wait_exit(deadline).await
     }
 }

@@ -1,0 +1,116 @@
+//! A child process owned by a test: killed and reaped on drop, its log file printed when the
+//! test panics. [`super::sidecar::Sidecar`] is one; tests that start other processes (the demo
+//! origin, a TLS-configured or `--upgrade` sidecar) wrap their `Child` in one too.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use super::wait_listening;
+
+pub struct Process {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Takes over `child`, whose output the caller sent to the file `log`; `name` says which
+    /// process it is in messages.
+    pub fn new(name: impl Into<String>, child: Child, log: PathBuf) -> Process {
+        Process {
+            name: name.into(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Everything written to the log file so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Sends `sig`; panics unless it was delivered.
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = self.pid();
+        assert!(pid > 0, "{} not running", self.name);
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
+    }
+
+    /// Whether the process has exited (and how), without waiting.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `deadline` for the process to exit.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(st) = self.try_exit() {
+                return Some(st);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until something accepts connections on `addr`, for `deadline` at most; the error
+    /// says whether the process exited first or never listened, with its log.
+    pub async fn wait_listening(
+        &mut self,
+        addr: SocketAddr,
+        deadline: Duration,
+    ) -> Result<(), String> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(st) = self.try_exit() {
+                return Err(format!(
+                    "{} exited ({st}) before listening on {addr}; log:\n{}",
+                    self.name,
+                    self.log()
+                ));
+            }
+            if wait_listening(addr, Duration::from_millis(100)).await {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                return Err(format!(
+                    "{} not accepting on {addr} within {deadline:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                ));
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ({}) ----\n{}\n---- end of {} log ----",
+                self.name,
+                self.log.display(),
+                self.log(),
+                self.name
+            );
+        }
+    }
+}
