@@ -705,16 +705,10 @@ async fn upstream_failed(
             (code, Kind::Other, None)
         }
         OnUpstreamError::Retry => {
-            let base = shared
-                .config
-                .sse
-                .retry
-                .unwrap_or(shared.config.shutdown.retry);
-            let mut body = format!(": upstream error: {}\n\n", e.what).into_bytes();
-            body.extend_from_slice(&crate::sse::retry_block(shared.drain.retry_ms(base)));
-            let mut resp = ResponseHeader::build(200, Some(4)).expect("static status");
-            let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream");
-            headers::apply_sse_policy(&mut resp, client_chunked);
+            let Some((mut resp, body)) = shared.upstream_error_stream(e.what, client_chunked)
+            else {
+                return (0, Kind::Other, None);
+            };
             let _ = resp.insert_header(http::header::CONNECTION, "close");
             let mut down = LeanDown {
                 sock: ds,

@@ -73,6 +73,27 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The answer to an SSE request whose app could not be reached (`on_upstream_error:
+    /// retry`): a header for a 200 event stream and a body naming the error with a jittered
+    /// `retry:` hint. EventSource gives up for good on a non-200 answer, but reconnects after
+    /// a 200 stream that ends — which is what a restarting app needs.
+    pub(crate) fn upstream_error_stream(
+        &self,
+        what: &str,
+        chunked: bool,
+    ) -> Option<(ResponseHeader, Vec<u8>)> {
+        let base = self.config.sse.retry.unwrap_or(self.config.shutdown.retry);
+        let mut body = format!(": upstream error: {what}\n\n").into_bytes();
+        body.extend_from_slice(&crate::sse::retry_block(self.drain.retry_ms(base)));
+        let mut resp = ResponseHeader::build(200, Some(4)).ok()?;
+        resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream")
+            .ok()?;
+        headers::apply_sse_policy(&mut resp, chunked);
+        Some((resp, body))
+    }
+}
+
 pub struct SidecarProxy {
     pub shared: Arc<Shared>,
 }

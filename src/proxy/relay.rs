@@ -179,21 +179,10 @@ async fn upstream_failed(shared: &Shared, session: &mut Session, ctx: &mut Ctx, 
             // it reconnect after `retry`, which is what a restarting app needs.
             ctx.status = 200;
             ctx.sse = true;
-            let base = shared
-                .config
-                .sse
-                .retry
-                .unwrap_or(shared.config.shutdown.retry);
-            let retry = shared.drain.retry_ms(base);
-            let mut body = format!(": upstream error: {what}\n\n").into_bytes();
-            body.extend_from_slice(&crate::sse::retry_block(retry));
-            let mut resp = match ResponseHeader::build(200, Some(4)) {
-                Ok(r) => r,
-                Err(_) => return,
-            };
-            let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream");
             let chunked = session.req_header().version == http::Version::HTTP_11;
-            headers::apply_sse_policy(&mut resp, chunked);
+            let Some((resp, body)) = shared.upstream_error_stream(what, chunked) else {
+                return;
+            };
             if !chunked {
                 session.set_keepalive(None);
             }
