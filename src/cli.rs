@@ -64,7 +64,8 @@ pub struct RunArgs {
     /// Log line format: text or json. [default: text]
     #[arg(long, env = "SSE_SIDECAR_LOG_FORMAT", value_name = "text|json")]
     pub log_format: Option<String>,
-    /// Take over the listening sockets of a running sse-sidecar (after sending it SIGQUIT).
+    /// Take over the listening sockets of a running sse-sidecar: start this, then send the old
+    /// process SIGQUIT; it hands its sockets over and drains.
     #[arg(long)]
     pub upgrade: bool,
 }
