@@ -111,21 +111,6 @@ impl Drop for RssWatch {
     }
 }
 
-/// A value from the sidecar's `/metrics`, e.g. `sse_sidecar_streams_total{outcome="x"}`.
-async fn metric(sc: &Sidecar, series: &str) -> f64 {
-    let r = client::get(sc.metrics_addr.expect("metrics"), "/metrics", &[]).await;
-    let text = String::from_utf8_lossy(&r.body).into_owned();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
-}
-
 async fn open_sse(addr: SocketAddr, target: &str) -> SseStream {
     SseStream::new(client::send(addr, &client::request("GET", target, &[ES], None), "GET").await)
 }
@@ -303,7 +288,8 @@ async fn two_thousand_clients_leave_at_once() {
         rss_allow as f64 / MIB as f64
     );
     assert_eq!(
-        metric(&sc, "sse_sidecar_streams_total{outcome=\"client_closed\"}").await,
+        sc.metric("sse_sidecar_streams_total{outcome=\"client_closed\"}")
+            .await,
         N as f64,
         "streams counted client_closed"
     );
@@ -440,11 +426,11 @@ async fn slow_reader_is_dropped_with_bounded_memory() {
         p(99)
     );
     let series = "sse_sidecar_streams_total{outcome=\"slow_consumer\"}";
-    let mut n = metric(&sc, series).await;
+    let mut n = sc.metric(series).await;
     let end = Instant::now() + Duration::from_secs(2);
     while n != 1.0 && Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        n = metric(&sc, series).await;
+        n = sc.metric(series).await;
     }
     assert_eq!(n, 1.0, "streams counted slow_consumer");
     // The client, reading now, finds its stream cut (no terminating chunk).
@@ -507,7 +493,9 @@ async fn app_killed_with_100_streams_open() {
         "a stream ended {:.0} ms after the app died (want ≤ 1 s)",
         ms(worst)
     );
-    let n = metric(&sc, "sse_sidecar_streams_total{outcome=\"upstream_error\"}").await;
+    let n = sc
+        .metric("sse_sidecar_streams_total{outcome=\"upstream_error\"}")
+        .await;
     assert_eq!(n, N as f64, "streams counted upstream_error");
 }
 

@@ -170,21 +170,6 @@ async fn wait_admin_status(sc: &Sidecar, path: &str, want: u16) {
     }
 }
 
-/// A value from `/metrics`, e.g. `sse_sidecar_streams_total{outcome="shutdown"}`.
-async fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let r = client::get(admin, "/metrics", &[]).await;
-    let text = String::from_utf8_lossy(&r.body).into_owned();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
-}
-
 /// Opens `n` streams at once (each waits for its first event), then each task reads its
 /// stream to the end (up to `read_for`). Returns the join set and a counter of streams open.
 fn spawn_streams(
@@ -655,7 +640,7 @@ async fn max_stream_duration_closes_at_boundary_with_retry() {
             "{target}: closed {after:.0} ms after opening (max_stream_duration 1 s)"
         );
     }
-    let n = metric(
+    let n = common::sidecar::metric_at(
         sc.metrics_addr.unwrap(),
         "sse_sidecar_streams_total{outcome=\"max_duration\"}",
     )

@@ -453,7 +453,7 @@ impl Validator<'_> {
         let Some((s, v, source)) = self.text(key) else {
             return default.to_string();
         };
-        if s.contains(['\r', '\n']) {
+        if crate::sse::validate_comment(&s).is_err() {
             self.bad(
                 key,
                 &v,

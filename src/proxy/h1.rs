@@ -301,11 +301,7 @@ async fn setup(
         } else {
             Outcome::ClientClosed
         };
-        shared.metrics.stream_finished(outcome, Duration::ZERO);
-        let summary = super::StreamSummary {
-            outcome: Some(outcome),
-            ..Default::default()
-        };
+        let summary = super::StreamSummary::ended_early(shared, outcome, 0);
         done(status, Kind::Sse, Some(&summary), None);
         return Setup::Done(None);
     }
@@ -722,14 +718,11 @@ async fn upstream_failed(
                 .write_parts(&[&head, &size, &body, crlf(client_chunked)])
                 .await;
             let _ = down.finish(None).await;
-            shared
-                .metrics
-                .stream_finished(Outcome::UpstreamError, Duration::ZERO);
-            let summary = super::StreamSummary {
-                bytes: body.len() as u64,
-                outcome: Some(Outcome::UpstreamError),
-                ..Default::default()
-            };
+            let summary = super::StreamSummary::ended_early(
+                shared,
+                Outcome::UpstreamError,
+                body.len() as u64,
+            );
             (200, Kind::Sse, Some(summary))
         }
     }

@@ -123,6 +123,19 @@ pub struct StreamSummary {
     pub outcome: Option<Outcome>,
 }
 
+impl StreamSummary {
+    /// A stream that ended before its loop ran (the client left during the header, or the app
+    /// could not be reached): counted with its outcome like any other stream.
+    pub(crate) fn ended_early(shared: &Shared, outcome: Outcome, bytes: u64) -> StreamSummary {
+        shared.metrics.stream_finished(outcome, Duration::ZERO);
+        StreamSummary {
+            bytes,
+            outcome: Some(outcome),
+            ..Default::default()
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for SidecarProxy {
     type CTX = Ctx;

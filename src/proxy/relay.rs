@@ -18,7 +18,6 @@ use pingora_core::protocols::http::client::HttpSession as Upstream;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
-use std::time::Duration;
 
 /// Request bodies up to this size are kept so the request can be retried on a fresh
 /// connection when a pooled one turns out to be stale.
@@ -190,13 +189,11 @@ async fn upstream_failed(shared: &Shared, session: &mut Session, ctx: &mut Ctx, 
             if ds.write_response_header(Box::new(resp)).await.is_ok() {
                 let _ = ds.write_response_body(Bytes::from(body), true).await;
             }
-            ctx.stream = Some(StreamSummary {
-                outcome: Some(Outcome::UpstreamError),
-                ..Default::default()
-            });
-            shared
-                .metrics
-                .stream_finished(Outcome::UpstreamError, Duration::ZERO);
+            ctx.stream = Some(StreamSummary::ended_early(
+                shared,
+                Outcome::UpstreamError,
+                0,
+            ));
         }
     }
 }
@@ -297,13 +294,7 @@ async fn stream(
     let ds = &mut session.downstream_session;
     ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
     if ds.write_response_header(Box::new(resp)).await.is_err() {
-        ctx.stream = Some(StreamSummary {
-            outcome: Some(Outcome::ClientClosed),
-            ..Default::default()
-        });
-        shared
-            .metrics
-            .stream_finished(Outcome::ClientClosed, Duration::ZERO);
+        ctx.stream = Some(StreamSummary::ended_early(shared, Outcome::ClientClosed, 0));
         session.set_keepalive(None);
         return;
     }

@@ -197,7 +197,8 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
                         }
                     }
                     if let Some((at, outcome)) = close_at {
-                        if framer.at_boundary() && Instant::now() >= at {
+                        // The clock was just read for the write; no third read per chunk.
+                        if framer.at_boundary() && last_write.max(read_at) >= at {
                             break 'relay close(shared, down, &mut summary, outcome).await;
                         }
                     }

@@ -206,6 +206,12 @@ impl Sidecar {
     }
 
     /// The body of `GET /metrics` on the admin port (panics if metrics are off).
+    /// One value from `/metrics`, e.g. `sse_sidecar_streams_total{outcome="x"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let addr = self.metrics_addr.expect("sidecar started with metrics off");
+        metric_at(addr, series).await
+    }
+
     pub async fn metrics(&self) -> String {
         let addr = self.metrics_addr.expect("sidecar started with metrics off");
         let r = super::client::get(addr, "/metrics", &[]).await;
@@ -237,4 +243,19 @@ impl Sidecar {
     pub async fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
         self.proc.wait_exit(deadline).await
     }
+}
+
+/// One value from the `/metrics` at `admin`, e.g. `sse_sidecar_streams_total{outcome="x"}`.
+pub async fn metric_at(admin: std::net::SocketAddr, series: &str) -> f64 {
+    let r = super::client::get(admin, "/metrics", &[]).await;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
 }
