@@ -1,7 +1,12 @@
 //! `sse-bench client`: opens N concurrent SSE streams over HTTP/1.1 and
 //! measures them.
 //!
-//! Phases: streams start spread evenly over `--ramp`; once every stream has its
+//! Phases: streams start spread evenly over `--ramp`, each at a random point of its
+//! slot (same seed every run, so every target sees the same schedule). Without the
+//! jitter, starts a round number apart lock streams into phase: 1,000 streams over
+//! 5 s start 5 ms apart, and with a 100 ms event period every 20th stream shares a
+//! phase, so the app emits 20 bursts of 50 events instead of 1,000 independent
+//! streams. Once every stream has its
 //! response head (or has failed) the run is *ready*; the measurement window
 //! then opens at the next quiet gap (so a 1 s fan-out burst is never cut in
 //! half; `--align` bounds the wait), lasts `--duration`, and closes at a quiet
@@ -40,6 +45,16 @@ pub struct ClientOpts {
     pub watch_pgid: Option<i32>,
     pub ready_file: Option<PathBuf>,
     pub headers: Vec<String>,
+}
+
+/// A fixed pseudo-random number in [0, 1) for stream `i` (splitmix64).
+fn unit_jitter(i: u64) -> f64 {
+    let mut z = i
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -595,7 +610,9 @@ pub async fn run(o: ClientOpts) -> Result<Report, String> {
     let n = o.streams;
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
-        let start_at = t0 + o.ramp.mul_f64(i as f64 / n as f64);
+        let start_at = t0
+            + o.ramp
+                .mul_f64((i as f64 + unit_jitter(i as u64)) / n as f64);
         tasks.push(tokio::spawn(stream_task(
             target.clone(),
             cfg.clone(),
@@ -866,6 +883,22 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 1,000 starts over 5 s with a 100 ms event period: no 1 ms phase bucket may hold
+    /// more than a handful of streams (lockstep starts put 50 in each of 20 buckets).
+    #[test]
+    fn ramp_jitter_spreads_phases() {
+        let mut buckets = [0u32; 100];
+        for i in 0..1000u64 {
+            let j = unit_jitter(i);
+            assert!((0.0..1.0).contains(&j));
+            let start_ms = 5000.0 * (i as f64 + j) / 1000.0;
+            buckets[(start_ms % 100.0) as usize] += 1;
+        }
+        let max = buckets.iter().max().unwrap();
+        assert!(*max <= 25, "a 1 ms phase holds {max} streams: {buckets:?}");
+        assert!(buckets.iter().all(|&b| b > 0), "{buckets:?}");
+    }
 
     #[test]
     fn url_and_request() {
