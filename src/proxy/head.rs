@@ -71,7 +71,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
                     if let Ok(sock) = detach(&tcp) {
                         let this = self.clone();
                         let shutdown = shutdown.clone();
-                        self.workers.spawn(async move {
+                        self.workers.spawn(move |open| async move {
+                            let _open = open;
                             // Registered with the worker's own event loop.
                             let Ok(sock) = tokio::net::TcpStream::from_std(sock) else {
                                 return;

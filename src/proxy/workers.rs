@@ -52,22 +52,27 @@ impl Workers {
         })
     }
 
-    /// Runs `future` on the least loaded worker (see the module docs).
-    pub fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F) {
+    /// Runs the future `task` makes on the least loaded worker (see the module docs). `task`
+    /// gets the stream's [`Open`] count and must hold it for as long as the stream lives.
+    ///
+    /// The guard is handed in rather than wrapped around the future: an `async` wrapper that
+    /// awaits a captured future stores it twice (the capture and the awaited copy), which
+    /// measured 5.1 KiB per idle stream instead of 3.0.
+    pub fn spawn<F, T>(&self, task: T)
+    where
+        F: Future<Output = ()> + Send + 'static,
+        T: FnOnce(Open) -> F,
+    {
         let i = self
             .picker
             .pick(self.workers.iter().map(|w| w.open.load(Ordering::Relaxed)));
         let worker = &self.workers[i];
-        let open = Open::new(worker.open.clone());
-        worker.handle.spawn(async move {
-            let _open = open;
-            future.await
-        });
+        worker.handle.spawn(task(Open::new(worker.open.clone())));
     }
 }
 
-/// Counts one stream on its worker for as long as the stream's task lives.
-struct Open(Arc<AtomicUsize>);
+/// Counts one stream on its worker for as long as the stream's task holds it.
+pub struct Open(Arc<AtomicUsize>);
 
 impl Open {
     fn new(count: Arc<AtomicUsize>) -> Open {
