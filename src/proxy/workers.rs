@@ -105,7 +105,7 @@ impl Picker {
     }
 
     /// Index of the smallest count; among equal counts, a random one.
-    fn pick(&self, counts: impl ExactSizeIterator<Item = usize> + Clone) -> usize {
+    fn pick(&self, counts: impl ExactSizeIterator<Item = usize>) -> usize {
         let n = counts.len();
         if n <= 1 {
             return 0;
