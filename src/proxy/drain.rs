@@ -6,10 +6,12 @@ use crate::config::Shutdown;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 use tracing::info;
 
 /// Shared drain state: the in-flight count and the "draining" signal.
@@ -18,8 +20,17 @@ pub struct Drain {
     /// Highest in-flight count since [`TrimService`] last looked: a burst that opens and
     /// closes between two of its ticks is still seen.
     high_water: AtomicUsize,
-    tx: watch::Sender<bool>,
+    draining: AtomicBool,
+    /// The tasks waiting for the drain, one slot per [`DrainSignal`] that has been polled.
+    waiters: Mutex<Waiters>,
     pub config: Shutdown,
+}
+
+/// A slab of wakers: a stream registers once and keeps its slot until it ends.
+#[derive(Default)]
+struct Waiters {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 /// Counts a request as in flight until dropped.
@@ -36,7 +47,8 @@ impl Drain {
         Drain {
             in_flight: Arc::new(AtomicUsize::new(0)),
             high_water: AtomicUsize::new(0),
-            tx: watch::channel(false).0,
+            draining: AtomicBool::new(false),
+            waiters: Mutex::default(),
             config,
         }
     }
@@ -51,17 +63,34 @@ impl Drain {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// A receiver that changes to `true` when draining starts.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.tx.subscribe()
+    /// A future that resolves once draining has started.
+    pub fn signal(&self) -> DrainSignal<'_> {
+        DrainSignal {
+            drain: self,
+            slot: None,
+            waker: None,
+        }
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.tx.borrow()
+        self.draining.load(Ordering::Acquire)
     }
 
+    /// Starts draining and wakes every stream waiting for it.
     pub fn start(&self) {
-        self.tx.send_replace(true);
+        self.draining.store(true, Ordering::Release);
+        let wakers: Vec<Waker> = {
+            let mut w = self.lock_waiters();
+            w.slots.iter_mut().filter_map(Option::take).collect()
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        // The lock guards plain data with no invariant a panic could break.
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// When this stream should close, measured from the start of the drain: spread uniformly
@@ -74,6 +103,73 @@ impl Drain {
     pub fn retry_ms(&self, base: Duration) -> u64 {
         let base = base.as_millis() as f64;
         (base * (1.0 + 0.5 * random_unit())) as u64
+    }
+}
+
+/// Resolves when draining starts. Every stream polls one on every wake-up, so a poll that
+/// finds nothing new costs one atomic load and a waker comparison: the shared lock is taken
+/// only to register (once per stream, or when the task's waker changes) and to unregister.
+/// (`tokio::sync::watch` takes its process-wide lock on every poll of `changed()`, which two
+/// relay threads then pass back and forth on every event.)
+pub struct DrainSignal<'a> {
+    drain: &'a Drain,
+    slot: Option<usize>,
+    /// The waker registered in `slot`.
+    waker: Option<Waker>,
+}
+
+impl Future for DrainSignal<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let drain = self.drain;
+        if drain.is_draining() {
+            return Poll::Ready(());
+        }
+        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        let mut waiters = drain.lock_waiters();
+        // `start` sets the flag before it takes the lock: checked again under the lock, a
+        // registration can never land after `start` has collected the wakers.
+        if drain.is_draining() {
+            return Poll::Ready(());
+        }
+        let waker = cx.waker().clone();
+        match self.slot {
+            Some(i) => waiters.slots[i] = Some(waker.clone()),
+            None => {
+                let i = match waiters.free.pop() {
+                    Some(i) => {
+                        waiters.slots[i] = Some(waker.clone());
+                        i
+                    }
+                    None => {
+                        waiters.slots.push(Some(waker.clone()));
+                        waiters.slots.len() - 1
+                    }
+                };
+                self.slot = Some(i);
+            }
+        }
+        drop(waiters);
+        self.waker = Some(waker);
+        Poll::Pending
+    }
+}
+
+impl Drop for DrainSignal<'_> {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            let mut waiters = self.drain.lock_waiters();
+            waiters.slots[i] = None;
+            waiters.free.push(i);
+            // A burst of streams that ended leaves no long tail of empty slots behind.
+            if waiters.free.len() == waiters.slots.len() {
+                waiters.slots = Vec::new();
+                waiters.free = Vec::new();
+            }
+        }
     }
 }
 
@@ -168,5 +264,97 @@ impl BackgroundService for TrimService {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain() -> Arc<Drain> {
+        Arc::new(Drain::new(
+            crate::config::Config::from_yaml("").unwrap().shutdown,
+        ))
+    }
+
+    fn poll_once(signal: &mut Pin<&mut DrainSignal<'_>>, waker: &Waker) -> Poll<()> {
+        signal.as_mut().poll(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn registers_once_per_stream_and_unregisters_on_drop() {
+        let d = drain();
+        let a = std::task::Waker::noop();
+        {
+            let mut s = std::pin::pin!(d.signal());
+            for _ in 0..5 {
+                assert!(poll_once(&mut s, a).is_pending());
+            }
+            let mut t = std::pin::pin!(d.signal());
+            assert!(poll_once(&mut t, a).is_pending());
+            assert_eq!(d.lock_waiters().slots.len(), 2);
+        }
+        let w = d.lock_waiters();
+        assert!(w.slots.is_empty() && w.free.is_empty());
+    }
+
+    #[test]
+    fn a_new_waker_replaces_the_old_one_in_place() {
+        let d = drain();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        struct Ping(std::sync::mpsc::Sender<()>);
+        impl std::task::Wake for Ping {
+            fn wake(self: Arc<Self>) {
+                let _ = self.0.send(());
+            }
+        }
+        let ping = Waker::from(Arc::new(Ping(tx)));
+        let mut s = std::pin::pin!(d.signal());
+        assert!(poll_once(&mut s, std::task::Waker::noop()).is_pending());
+        assert!(poll_once(&mut s, &ping).is_pending());
+        assert_eq!(d.lock_waiters().slots.len(), 1);
+        d.start();
+        rx.try_recv().expect("start() wakes the latest waker");
+        assert!(poll_once(&mut s, &ping).is_ready());
+    }
+
+    #[test]
+    fn after_start_every_signal_is_ready() {
+        let d = drain();
+        d.start();
+        let mut s = std::pin::pin!(d.signal());
+        assert!(poll_once(&mut s, std::task::Waker::noop()).is_ready());
+        assert!(d.lock_waiters().slots.is_empty());
+    }
+
+    /// `start` racing with first polls on other threads: no task is left waiting.
+    #[test]
+    fn start_racing_with_registration_wakes_everyone() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for round in 0..200 {
+                let d = drain();
+                let tasks: Vec<_> = (0..8)
+                    .map(|_| {
+                        let d = d.clone();
+                        tokio::spawn(async move { d.signal().await })
+                    })
+                    .collect();
+                if round % 2 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                d.start();
+                for t in tasks {
+                    tokio::time::timeout(Duration::from_secs(5), t)
+                        .await
+                        .expect("a waiting stream missed the drain")
+                        .unwrap();
+                }
+            }
+        });
     }
 }

@@ -109,10 +109,8 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
         let mut last_read = Instant::now();
         let mut last_write = last_read;
         let mut first_event = true;
-        let mut drain_rx = shared.drain.subscribe();
-        // Pinned once: a fresh `changed()` per event would register with the process-wide
-        // watch (a shared lock) on every chunk of every stream.
-        let drain_signal = drain_rx.changed();
+        // Pinned once: it registers with the process-wide drain state on its first poll only.
+        let drain_signal = shared.drain.signal();
         tokio::pin!(drain_signal);
         let mut drain_pending = true;
         // When set: close at the next event boundary after this instant, with this outcome.
@@ -156,9 +154,9 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
                 // Heartbeat due, idle timeout, or a scheduled close.
                 _ = &mut timer => Wake::Timer,
                 // SIGTERM: schedule this stream's close somewhere in the drain window.
-                changed = &mut drain_signal, if drain_armed => {
+                () = &mut drain_signal, if drain_armed => {
                     drain_pending = false;
-                    if changed.is_ok() { Wake::Drain } else { Wake::Timer }
+                    Wake::Drain
                 }
             };
 
