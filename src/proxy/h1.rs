@@ -786,7 +786,7 @@ fn try_write(sock: &TcpStream, bufs: &mut [&[u8]], first: &mut usize) -> io::Res
         let slices: [IoSlice; 4] = std::array::from_fn(|i| {
             IoSlice::new(bufs.get(*first + i).copied().unwrap_or_default())
         });
-        match sock.try_write_vectored(&slices[..n - *first]) {
+        match send_vectored(sock, &slices[..n - *first]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => super::codec::advance(&mut bufs[*first..], written),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -797,6 +797,14 @@ fn try_write(sock: &TcpStream, bufs: &mut [&[u8]], first: &mut usize) -> io::Res
         }
     }
     Ok(true)
+}
+
+/// `sendmsg` rather than `writev` (what `TcpStream::try_write_vectored` uses): a socket write
+/// through the VFS layer costs an fd position lock and the VFS checks on every event.
+fn send_vectored(sock: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    sock.try_io(tokio::io::Interest::WRITABLE, || {
+        socket2::SockRef::from(sock).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+    })
 }
 
 async fn wait_writable(sock: &TcpStream, timeout: Duration) -> io::Result<()> {
