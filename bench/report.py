@@ -206,7 +206,7 @@ def markdown(meta, rows, cases, failures):
                "(`sse-bench origin`), the client (`sse-bench client`) in its own process; every proxy "
                "started fresh per case. nginx: the hand-tuned SSE block, worker_processes = cores; "
                "HAProxy: nbthread = cores, `timeout client/server 1h`, `option http-no-delay`; sidecar: "
-               "default threads (= cores), `RUST_LOG=warn`.")
+               "defaults (threads = cores) unless a note below says otherwise, `RUST_LOG=warn`.")
     out.append("")
     rounds = m.get("rounds", 1)
     if rounds > 1:

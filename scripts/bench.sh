@@ -110,6 +110,12 @@ SIDECAR=${SSE_SIDECAR:-$ROOT/target/release/sse-sidecar}
 [ -x "$BENCH" ] || { echo "bench.sh: $BENCH not found (build it, or set SSE_BENCH)" >&2; exit 1; }
 
 NOTES=()
+# Sidecar settings from the environment (e.g. SSE_SIDECAR_THREADS=1) change what is measured:
+# the report says so.
+while IFS= read -r kv; do
+    NOTES+=("sidecar configured from the environment: \`$kv\`")
+    log "sidecar configured from the environment: $kv"
+done < <(env | grep '^SSE_SIDECAR_' | sort)
 if has "$TARGETS" sidecar && [ ! -x "$SIDECAR" ]; then
     NOTES+=("sidecar binary $SIDECAR not found: sidecar column skipped")
     log "${NOTES[-1]}"
@@ -134,6 +140,8 @@ PGIDS=()
 # shellcheck disable=SC2329 # invoked by the EXIT trap
 cleanup() {
     local g
+    # Disowned first: bash would otherwise report each killed job ("Killed setsid ...").
+    disown -a 2>/dev/null || true
     for g in "${PGIDS[@]}"; do kill -KILL -- "-$g" 2>/dev/null || true; done
     if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
 }

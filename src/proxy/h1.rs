@@ -5,7 +5,7 @@
 //! (a 64 KiB body buffer per upstream response, a 13 KiB boxed proxy future, a 10 KiB boxed
 //! filter future, a 9 KiB connection task — measured with massif) and passes every chunk
 //! through pingora's framing. Here an idle stream holds two sockets, a few hundred bytes of
-//! state and one timer; reads go into a transient buffer, writes are one `writev` per chunk.
+//! state and one timer; reads go into a transient buffer, writes are one `sendmsg` per chunk.
 //! The stream loop itself ([`super::stream::run`]) is the same one the pingora path uses.
 //!
 //! h2, TLS and an `https` upstream keep using the pingora path ([`super::relay`]).
@@ -760,7 +760,7 @@ async fn read_some(sock: &TcpStream, buf: &mut BytesMut, max: usize) -> io::Resu
     }
 }
 
-/// Writes every byte of `parts` (one `writev` when the socket takes it all), waiting at most
+/// Writes every byte of `parts` (one `sendmsg` when the socket takes it all), waiting at most
 /// `timeout` for the socket to make progress each time it is full.
 async fn write_all(sock: &TcpStream, parts: &[&[u8]], timeout: Duration) -> io::Result<()> {
     let mut bufs: [&[u8]; 4] = [&[]; 4];
