@@ -135,24 +135,17 @@ impl Future for DrainSignal<'_> {
         if drain.is_draining() {
             return Poll::Ready(());
         }
-        let waker = cx.waker().clone();
-        match self.slot {
-            Some(i) => waiters.slots[i] = Some(waker.clone()),
+        let slot = match self.slot.or_else(|| waiters.free.pop()) {
+            Some(i) => i,
             None => {
-                let i = match waiters.free.pop() {
-                    Some(i) => {
-                        waiters.slots[i] = Some(waker.clone());
-                        i
-                    }
-                    None => {
-                        waiters.slots.push(Some(waker.clone()));
-                        waiters.slots.len() - 1
-                    }
-                };
-                self.slot = Some(i);
+                waiters.slots.push(None);
+                waiters.slots.len() - 1
             }
-        }
+        };
+        let waker = cx.waker().clone();
+        waiters.slots[slot] = Some(waker.clone());
         drop(waiters);
+        self.slot = Some(slot);
         self.waker = Some(waker);
         Poll::Pending
     }
@@ -325,6 +318,30 @@ mod tests {
         let mut s = std::pin::pin!(d.signal());
         assert!(poll_once(&mut s, std::task::Waker::noop()).is_ready());
         assert!(d.lock_waiters().slots.is_empty());
+    }
+
+    /// The interleaving that loses a wake-up unless the flag is checked again under the lock:
+    /// a first poll finds the flag clear, `start` sets it and collects the (still empty) waiter
+    /// list, then the poll registers. The poll must see the drain instead of waiting for a
+    /// wake-up that already happened.
+    #[test]
+    fn a_poll_between_flag_and_lock_sees_the_drain() {
+        let d = drain();
+        let held = d.lock_waiters();
+        let poller = {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                let mut s = std::pin::pin!(d.signal());
+                // Finds the flag clear, then blocks on the lock the test holds.
+                poll_once(&mut s, std::task::Waker::noop()).is_ready()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        // `start`, with the lock the test already holds: flag first, then the waiters.
+        d.draining.store(true, Ordering::Release);
+        assert!(held.slots.is_empty());
+        drop(held);
+        assert!(poller.join().unwrap(), "a wake-up was lost");
     }
 
     /// `start` racing with first polls on other threads: no task is left waiting.
