@@ -15,14 +15,14 @@
 //! idles (measured: 1,000 streams started 5 ms apart, 10 events/s each, i.e. 20 bursts of 50
 //! events per 100 ms — p50 1,073 µs with round robin, 403–460 µs with random ties).
 
+use super::drain::random_unit;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::runtime::Handle;
 
 pub struct Workers {
     workers: Vec<Worker>,
-    picker: Picker,
 }
 
 struct Worker {
@@ -46,10 +46,7 @@ impl Workers {
                 .name(format!("sse-relay-{i}"))
                 .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
         }
-        Ok(Workers {
-            workers,
-            picker: Picker::new(),
-        })
+        Ok(Workers { workers })
     }
 
     /// Runs the future `task` makes on the least loaded worker (see the module docs). `task`
@@ -63,9 +60,7 @@ impl Workers {
         F: Future<Output = ()> + Send + 'static,
         T: FnOnce(Open) -> F,
     {
-        let i = self
-            .picker
-            .pick(self.workers.iter().map(|w| w.open.load(Ordering::Relaxed)));
+        let i = pick(self.workers.iter().map(|w| w.open.load(Ordering::Relaxed)));
         let worker = &self.workers[i];
         worker.handle.spawn(task(Open::new(worker.open.clone())));
     }
@@ -87,46 +82,20 @@ impl Drop for Open {
     }
 }
 
-/// Least loaded of a set of counts, ties broken by a seeded splitmix64 sequence.
-struct Picker {
-    seq: AtomicU64,
-}
-
-impl Picker {
-    fn new() -> Picker {
-        use std::hash::{BuildHasher, Hasher};
-        // RandomState is seeded per process from the OS.
-        let seed = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        Picker {
-            seq: AtomicU64::new(seed),
-        }
+/// Index of the smallest count; among equal counts, a random one.
+fn pick(counts: impl ExactSizeIterator<Item = usize>) -> usize {
+    let n = counts.len();
+    if n <= 1 {
+        return 0;
     }
-
-    /// Index of the smallest count; among equal counts, a random one.
-    fn pick(&self, counts: impl ExactSizeIterator<Item = usize>) -> usize {
-        let n = counts.len();
-        if n <= 1 {
-            return 0;
-        }
-        let start = (splitmix64(self.seq.fetch_add(1, Ordering::Relaxed)) % n as u64) as usize;
-        // Least count first, then least distance from `start` around the ring: a random tie.
-        let (_, rank) = counts
-            .enumerate()
-            .map(|(i, c)| (c, (i + n - start) % n))
-            .min()
-            .unwrap_or((0, 0));
-        (rank + start) % n
-    }
-}
-
-/// splitmix64's output function of `x` (Steele, Lea and Flood): a full-avalanche mix.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    let start = ((random_unit() * n as f64) as usize).min(n - 1);
+    // Least count first, then least distance from `start` around the ring: a random tie.
+    let (_, rank) = counts
+        .enumerate()
+        .map(|(i, c)| (c, (i + n - start) % n))
+        .min()
+        .unwrap_or((0, 0));
+    (rank + start) % n
 }
 
 #[cfg(test)]
@@ -135,11 +104,10 @@ mod tests {
 
     /// Places `n` streams that never close on `workers` workers; returns each one's worker.
     fn place(workers: usize, n: usize) -> Vec<usize> {
-        let picker = Picker::new();
         let mut counts = vec![0usize; workers];
         (0..n)
             .map(|_| {
-                let i = picker.pick(counts.iter().copied());
+                let i = pick(counts.iter().copied());
                 counts[i] += 1;
                 i
             })
@@ -164,10 +132,9 @@ mod tests {
 
     #[test]
     fn prefers_the_least_loaded() {
-        let picker = Picker::new();
         for _ in 0..100 {
-            assert_eq!(picker.pick([5, 2, 7].into_iter()), 1);
-            assert_eq!(picker.pick([3, 3, 0, 3].into_iter()), 2);
+            assert_eq!(pick([5, 2, 7].into_iter()), 1);
+            assert_eq!(pick([3, 3, 0, 3].into_iter()), 2);
         }
     }
 
@@ -197,10 +164,9 @@ mod tests {
 
     #[test]
     fn ties_go_everywhere() {
-        let picker = Picker::new();
         let mut hits = [0; 4];
         for _ in 0..4000 {
-            hits[picker.pick([1, 1, 1, 1].into_iter())] += 1;
+            hits[pick([1, 1, 1, 1].into_iter())] += 1;
         }
         assert!(hits.iter().all(|&h| (800..=1200).contains(&h)), "{hits:?}");
     }
