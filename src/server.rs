@@ -97,7 +97,7 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     let mut proxy = Service::new(
         "sse-sidecar".to_string(),
         HeadGuard {
-            workers: Workers::start(threads).map_err(StartError::Workers)?,
+            workers: Workers::start(threads, shared.clone()).map_err(StartError::Workers)?,
             shared: shared.clone(),
             h1: app(false),
             h2c: app(true),

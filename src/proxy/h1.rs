@@ -11,8 +11,9 @@
 //! h2, TLS and an `https` upstream keep using the pingora path ([`super::relay`]).
 
 use super::codec::{ChunkHead, ChunkedDecoder};
-use super::stream::{Downstream, UpstreamBody, UpstreamError, WriteError};
-use super::{access_log, headers, status_text, Shared, StreamSlot};
+use super::engine::{Engine, Lane};
+use super::stream::{Downstream, Ended, Progress, UpstreamBody, UpstreamError, WriteError};
+use super::{access_log, headers, status_text, Shared, StreamSlot, StreamSummary};
 use crate::config::OnUpstreamError;
 use crate::metrics::{Kind, Outcome, UpstreamErrorReason};
 use bytes::{Bytes, BytesMut};
@@ -119,40 +120,100 @@ pub async fn serve(
         Box::pin(over_limit(shared, ds, &req, started)).await;
         return None;
     };
-    let mut live = match Box::pin(setup(shared, ds, req, buffered, started)).await {
+    let live = match Box::pin(setup(shared, ds, req, buffered, started)).await {
         Setup::Done(next) => return next,
         Setup::Stream(live) => live,
     };
-    let mut down = LeanDown {
-        sock: &mut live.ds,
-        framing: Framing::sse(live.client_chunked),
-        write_timeout: shared.config.timeouts.sse_write,
-        pipelining: false,
+    let Live {
+        ds,
+        up,
+        buffered,
+        log,
+        status,
+        prefix_bytes,
+        client_chunked,
+        keepalive,
+    } = live;
+    let progress = Progress::new(shared, started, shared.open_block.is_some());
+    // Small while the event loop carries the stream: the stream loop's future is boxed and
+    // only exists once the stream is back.
+    let (mut ended, ds) = match park(shared, ds, up, client_chunked, progress).await {
+        Ok((mut ds, mut up, progress)) => {
+            let mut down = LeanDown {
+                sock: &mut ds,
+                framing: Framing::sse(client_chunked),
+                write_timeout: shared.config.timeouts.sse_write,
+                pipelining: false,
+            };
+            let ended = Box::pin(super::stream::run(
+                shared, &mut down, &mut up, progress, None,
+            ))
+            .await;
+            (ended, Some(ds))
+        }
+        Err(ended) => (ended, None),
     };
-    let mut ended = super::stream::run(
-        shared,
-        &mut down,
-        &mut live.up,
-        started,
-        None,
-        shared.open_block.is_some(),
-    )
-    .await;
-    ended.summary.bytes += live.prefix_bytes;
-    shared.metrics.request(Kind::Sse, live.status);
-    let log = &live.log;
+    ended.summary.bytes += prefix_bytes;
+    shared.metrics.request(Kind::Sse, status);
     access_log(
         shared,
         &log.method,
         &log.path,
-        live.status,
+        status,
         Kind::Sse,
         started,
         Some(&ended.summary),
         ended.error.as_deref(),
     );
     let clean = ended.summary.outcome == Some(Outcome::Completed);
-    (clean && live.keepalive && live.client_chunked).then_some((live.ds, live.buffered))
+    let ds = ds.filter(|_| clean && keepalive && client_chunked)?;
+    Some((ds, buffered))
+}
+
+/// Lets this thread's event loop ([`super::engine`]) carry the stream for as long as it only
+/// relays events and heartbeats; returns the stream where the loop left off. Without a loop
+/// (a test calling [`serve`] outside the relay workers) the stream stays with the task.
+async fn park(
+    shared: &Shared,
+    ds: TcpStream,
+    up: LeanUp,
+    chunked: bool,
+    progress: Progress,
+) -> Result<(TcpStream, LeanUp, Progress), Ended> {
+    let Some(engine) = Engine::current() else {
+        return Ok((ds, up, progress));
+    };
+    let lost = |progress: Progress, e: io::Error| {
+        progress.end(
+            shared,
+            Outcome::ClientClosed,
+            Some(format!("moving the stream to or from the event loop: {e}")),
+        )
+    };
+    // Out of tokio's reactor (a socket in two epoll sets would wake both threads).
+    let LeanUp { sock, dec } = up;
+    let (ds, sock) = match (ds.into_std(), sock.into_std()) {
+        (Ok(ds), Ok(sock)) => (ds, sock),
+        (Err(e), _) | (_, Err(e)) => return Err(lost(progress, e)),
+    };
+    let (lane, back) = Lane::new(ds, sock, dec, chunked, progress);
+    engine.submit(lane);
+    // The loop hands back every stream it takes; a dropped sender means its thread died.
+    let lane = match back.await {
+        Ok(lane) => *lane,
+        Err(_) => {
+            return Err(Ended {
+                summary: StreamSummary::ended_early(shared, Outcome::ClientClosed, 0),
+                error: Some("the event loop thread stopped".into()),
+                upstream_done: false,
+            })
+        }
+    };
+    let dec = lane.dec;
+    match (TcpStream::from_std(lane.ds), TcpStream::from_std(lane.up)) {
+        (Ok(ds), Ok(sock)) => Ok((ds, LeanUp { sock, dec }, lane.progress)),
+        (Err(e), _) | (_, Err(e)) => Err(lost(lane.progress, e)),
+    }
 }
 
 /// What a running stream keeps.
@@ -323,7 +384,7 @@ enum Failure {
     Upstream(UpstreamError),
 }
 
-fn upstream_error(e: &io::Error, phase: &'static str) -> UpstreamError {
+pub(super) fn upstream_error(e: &io::Error, phase: &'static str) -> UpstreamError {
     let (reason, what) = match e.kind() {
         io::ErrorKind::TimedOut => (
             UpstreamErrorReason::Timeout,
@@ -456,9 +517,12 @@ async fn open_exchange(
                     head: resp,
                     body: LeanUp {
                         sock: up,
-                        body,
-                        pending,
-                        method_head: req.header.method == http::Method::HEAD,
+                        dec: Decode {
+                            body,
+                            pending,
+                            method_head: req.header.method == http::Method::HEAD,
+                            failed: None,
+                        },
                     },
                 });
             }
@@ -631,17 +695,17 @@ async fn passthrough(
 ) -> Result<(), String> {
     let mut resp = up.head.clone();
     headers::strip_response_hop_by_hop(&mut resp);
-    let has_body = !matches!(up.body.body, BodyKind::Length(0)) && !up.body.method_head;
-    let rechunk = has_body && !matches!(up.body.body, BodyKind::Length(_)) && client_chunked;
+    let has_body = !matches!(up.body.dec.body, BodyKind::Length(0)) && !up.body.dec.method_head;
+    let rechunk = has_body && !matches!(up.body.dec.body, BodyKind::Length(_)) && client_chunked;
     if rechunk {
         let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
     }
-    if !req.keepalive || (!client_chunked && !matches!(up.body.body, BodyKind::Length(_))) {
+    if !req.keepalive || (!client_chunked && !matches!(up.body.dec.body, BodyKind::Length(_))) {
         let _ = resp.insert_header(http::header::CONNECTION, "close");
     }
     let framing = if rechunk {
         Framing::Chunked
-    } else if matches!(up.body.body, BodyKind::Length(_)) || !has_body {
+    } else if matches!(up.body.dec.body, BodyKind::Length(_)) || !has_body {
         Framing::Length
     } else {
         Framing::Close
@@ -658,7 +722,7 @@ async fn passthrough(
     if !has_body {
         return Ok(());
     }
-    while !up.body.finished() || !up.body.pending.is_empty() {
+    while !up.body.dec.finished() || !up.body.dec.pending.is_empty() {
         tokio::select! {
             biased;
             _ = down.gone() => return Err("client closed the connection".into()),
@@ -868,6 +932,10 @@ impl Downstream for LeanDown<'_> {
         }
     }
 
+    async fn send_raw(&mut self, wire: Bytes) -> Result<(), WriteError> {
+        self.write_parts(&[&wire]).await
+    }
+
     async fn finish(&mut self, last: Option<Bytes>) -> Result<(), WriteError> {
         let last = last.unwrap_or_default();
         match self.framing {
@@ -923,14 +991,34 @@ enum BodyKind {
 /// The app side on a raw socket.
 struct LeanUp {
     sock: TcpStream,
-    body: BodyKind,
-    /// Bytes read but not yet decoded (read with the header, or a previous read).
-    pending: Bytes,
-    method_head: bool,
+    dec: Decode,
 }
 
-impl LeanUp {
-    fn finished(&self) -> bool {
+/// The app's body framing and the bytes read but not yet decoded: everything of the app side
+/// but its socket, so the event loop ([`super::engine`]) can carry it.
+#[derive(Debug)]
+pub(super) struct Decode {
+    body: BodyKind,
+    /// Bytes read but not yet decoded (read with the header, or a previous read).
+    pub(super) pending: Bytes,
+    method_head: bool,
+    /// A failure met by the event loop, reported by the next [`LeanUp::next`].
+    pub(super) failed: Option<UpstreamError>,
+}
+
+impl Decode {
+    /// A chunked body with nothing read yet.
+    #[cfg(test)]
+    pub(super) fn chunked() -> Decode {
+        Decode {
+            body: BodyKind::Chunked(ChunkedDecoder::default()),
+            pending: Bytes::new(),
+            method_head: false,
+            failed: None,
+        }
+    }
+
+    pub(super) fn finished(&self) -> bool {
         self.method_head
             || match &self.body {
                 BodyKind::Chunked(d) => d.is_done(),
@@ -940,7 +1028,7 @@ impl LeanUp {
     }
 
     /// Takes the payload out of `pending`.
-    fn decode(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+    pub(super) fn decode(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         let input = std::mem::take(&mut self.pending);
         match &mut self.body {
             BodyKind::Close => Ok(Some(input)),
@@ -976,13 +1064,17 @@ impl LeanUp {
 
 impl UpstreamBody for LeanUp {
     async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        if let Some(e) = self.dec.failed.take() {
+            return Err(e);
+        }
+        let dec = &mut self.dec;
         loop {
-            if !self.pending.is_empty() && !self.finished() {
-                if let Some(data) = self.decode()?.filter(|d| !d.is_empty()) {
+            if !dec.pending.is_empty() && !dec.finished() {
+                if let Some(data) = dec.decode()?.filter(|d| !d.is_empty()) {
                     return Ok(Some(data));
                 }
             }
-            if self.finished() {
+            if dec.finished() {
                 return Ok(None);
             }
             let sock = &self.sock;
@@ -991,9 +1083,9 @@ impl UpstreamBody for LeanUp {
             }
             match read_once(&self.sock) {
                 Ok(data) if data.is_empty() => {
-                    return match self.body {
+                    return match dec.body {
                         BodyKind::Close => {
-                            self.body = BodyKind::Length(0);
+                            dec.body = BodyKind::Length(0);
                             Ok(None)
                         }
                         _ => Err(UpstreamError {
@@ -1003,7 +1095,7 @@ impl UpstreamBody for LeanUp {
                         }),
                     };
                 }
-                Ok(data) => self.pending = data,
+                Ok(data) => dec.pending = data,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(upstream_error(&e, "reading the body")),
             }
@@ -1111,9 +1203,12 @@ mod size_tests {
         let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let mut up = LeanUp {
             sock: c,
-            body: BodyKind::Close,
-            pending: Bytes::new(),
-            method_head: false,
+            dec: Decode {
+                body: BodyKind::Close,
+                pending: Bytes::new(),
+                method_head: false,
+                failed: None,
+            },
         };
         println!("LeanUp: {}", std::mem::size_of::<LeanUp>());
         {
@@ -1128,7 +1223,8 @@ mod size_tests {
             let f = up.next();
             println!("next future: {}", std::mem::size_of_val(&f));
         }
-        let f = super::super::stream::run(&shared, &mut down, &mut up, Instant::now(), None, true);
+        let p = super::super::stream::Progress::new(&shared, Instant::now(), true);
+        let f = super::super::stream::run(&shared, &mut down, &mut up, p, None);
         println!("stream::run future: {}", std::mem::size_of_val(&f));
         println!("Sleep: {}", std::mem::size_of::<tokio::time::Sleep>());
     }

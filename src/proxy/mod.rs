@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod drain;
+pub mod engine;
 pub mod h1;
 pub mod head;
 pub mod headers;

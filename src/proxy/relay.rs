@@ -302,9 +302,8 @@ async fn stream(
         shared,
         &mut PingoraDown { ds },
         &mut PingoraUp { up: &mut up },
-        ctx.started,
+        super::stream::Progress::new(shared, ctx.started, shared.open_block.is_some()),
         shared.open_block.clone(),
-        shared.open_block.is_some(),
     )
     .await;
     if ended.upstream_done {
@@ -339,6 +338,11 @@ impl Downstream for PingoraDown<'_> {
             .write_response_body(data, false)
             .await
             .map_err(|e| write_error(&e))
+    }
+
+    /// Never called: only the lean relay's event loop leaves bytes unsent.
+    async fn send_raw(&mut self, wire: Bytes) -> std::result::Result<(), WriteError> {
+        self.send(wire).await
     }
 
     async fn finish(&mut self, last: Option<Bytes>) -> std::result::Result<(), WriteError> {

@@ -3,7 +3,7 @@
 //! [`Framer`] says where blocks may go.
 
 use super::{Shared, StreamSummary};
-use crate::metrics::{Outcome, UpstreamErrorReason};
+use crate::metrics::{ActiveStreamGuard, Outcome, UpstreamErrorReason};
 use crate::sse::Framer;
 use bytes::Bytes;
 use std::future::Future;
@@ -45,6 +45,8 @@ pub trait Downstream {
         &mut self,
         last: Option<Bytes>,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// Writes bytes already framed for the wire (see [`Unsent`]).
+    fn send_raw(&mut self, wire: Bytes) -> impl Future<Output = Result<(), WriteError>> + Send;
     /// Resolves when the client has closed or reset. Cancel-safe.
     fn gone(&mut self) -> impl Future<Output = ()> + Send;
     /// Cuts the response without a clean end, so the client knows it is incomplete.
@@ -66,6 +68,159 @@ pub struct Ended {
     pub upstream_done: bool,
 }
 
+/// Bytes already framed for the wire whose write was started elsewhere (by the lean relay's
+/// event loop, when the client's socket filled up) and must go out before anything else.
+pub struct Unsent {
+    pub wire: Bytes,
+    /// Body bytes in the whole write, for the byte counters.
+    pub bytes: u64,
+    pub events: u32,
+    pub read_at: Instant,
+    pub heartbeat: bool,
+}
+
+/// A stream's state between wake-ups: everything [`run`] keeps, so a stream can be handed
+/// from one loop to another (the lean relay's event loop and back) without losing its place.
+pub struct Progress {
+    _active: ActiveStreamGuard,
+    pub started: Instant,
+    pub request_started: Instant,
+    pub summary: StreamSummary,
+    pub framer: Framer,
+    pub last_read: Instant,
+    pub last_write: Instant,
+    pub first_event: bool,
+    /// When set: close at the next event boundary after this instant, with this outcome.
+    pub close_at: Option<(Instant, Outcome)>,
+    pub unsent: Option<Unsent>,
+}
+
+impl Progress {
+    /// A stream whose response header (and opening block, if `wrote_prefix`) is written.
+    pub fn new(shared: &Shared, request_started: Instant, wrote_prefix: bool) -> Progress {
+        let started = Instant::now();
+        let mut close_at = shared
+            .config
+            .limits
+            .max_stream_duration
+            .map(|d| (started + d, Outcome::MaxDuration));
+        if shared.drain.is_draining() {
+            close_at = Some((started, Outcome::Shutdown));
+        }
+        Progress {
+            _active: shared.metrics.stream_started(),
+            started,
+            request_started,
+            summary: StreamSummary::default(),
+            framer: Framer::new(wrote_prefix),
+            last_read: started,
+            last_write: started,
+            first_event: true,
+            close_at,
+            unsent: None,
+        }
+    }
+
+    /// The earliest instant a timer must wake this stream: idle timeout, heartbeat (at an
+    /// event boundary only), or a scheduled close.
+    #[inline]
+    pub fn deadline(&self, shared: &Shared) -> Instant {
+        let cfg = &shared.config;
+        let boundary = self.framer.at_boundary();
+        let mut want = self.last_read + cfg.timeouts.sse_idle;
+        if let (Some(every), true) = (cfg.sse.heartbeat_interval, boundary) {
+            want = want.min(self.last_write + every);
+        }
+        if let Some((at, _)) = self.close_at {
+            want = want.min(if boundary {
+                at
+            } else {
+                at + cfg.shutdown.drain_window
+            });
+        }
+        want
+    }
+
+    /// A chunk arrived from the app now; returns the read time.
+    #[inline]
+    pub fn read(&mut self, shared: &Shared) -> Instant {
+        let read_at = Instant::now();
+        shared
+            .metrics
+            .observe_upstream_silence(read_at - self.last_read);
+        self.last_read = read_at;
+        read_at
+    }
+
+    /// A write of `bytes` body bytes carrying `events` app events (read at `read_at`) or a
+    /// heartbeat has fully left.
+    #[inline]
+    pub fn wrote(
+        &mut self,
+        shared: &Shared,
+        bytes: u64,
+        events: u32,
+        read_at: Instant,
+        heartbeat: bool,
+    ) {
+        let metrics = &shared.metrics;
+        if bytes > 0 || heartbeat {
+            self.last_write = Instant::now();
+        }
+        self.summary.bytes += bytes;
+        metrics.stream_bytes_written(bytes);
+        if heartbeat {
+            self.framer.injected();
+            self.summary.heartbeats += 1;
+            metrics.heartbeat_sent();
+        }
+        if events > 0 {
+            let delay = self.last_write - read_at;
+            for _ in 0..events {
+                metrics.observe_event_delay(delay);
+            }
+            metrics.events_relayed(u64::from(events));
+            self.summary.events += u64::from(events);
+            if self.first_event {
+                self.first_event = false;
+                metrics.observe_time_to_first_event(self.request_started.elapsed());
+            }
+        }
+    }
+
+    /// After a chunk: the scheduled close is due at this boundary.
+    #[inline]
+    pub fn close_due(&self, read_at: Instant) -> Option<Outcome> {
+        let (at, outcome) = self.close_at?;
+        // The clock was just read for the write; no third read per chunk.
+        (self.framer.at_boundary() && self.last_write.max(read_at) >= at).then_some(outcome)
+    }
+
+    /// The stream is over: counts it and says how it ended.
+    pub fn end(self, shared: &Shared, outcome: Outcome, error: Option<String>) -> Ended {
+        let mut summary = self.summary;
+        summary.outcome = Some(outcome);
+        shared
+            .metrics
+            .stream_finished(outcome, self.started.elapsed());
+        Ended {
+            summary,
+            error,
+            upstream_done: false,
+        }
+    }
+
+    /// A heartbeat is due now.
+    #[inline]
+    pub fn heartbeat_due(&self, shared: &Shared, now: Instant) -> bool {
+        shared
+            .config
+            .sse
+            .heartbeat_interval
+            .is_some_and(|every| self.framer.at_boundary() && now >= self.last_write + every)
+    }
+}
+
 /// Why the loop woke up.
 enum Wake {
     ClientGone,
@@ -74,53 +229,46 @@ enum Wake {
     Drain,
 }
 
-/// Runs one event stream after its response header has been written.
+/// Runs one event stream after its response header has been written, from wherever
+/// `p` left off.
 ///
 /// `open` is the opening block still to be written (`None` if the caller already wrote it
-/// together with the header); `wrote_prefix` says whether anything precedes the app's bytes.
+/// together with the header).
 pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
     shared: &Shared,
     down: &mut D,
     up: &mut U,
-    request_started: Instant,
+    mut p: Progress,
     open: Option<Bytes>,
-    wrote_prefix: bool,
 ) -> Ended {
     let cfg = &shared.config;
     let metrics = &shared.metrics;
-    let _active = metrics.stream_started();
-    let started = Instant::now();
-    let mut summary = StreamSummary::default();
     let mut error = None;
     let mut upstream_done = false;
 
     let outcome = 'relay: {
-        let mut framer = Framer::new(wrote_prefix);
+        if let Some(u) = p.unsent.take() {
+            if let Err(e) = down.send_raw(u.wire).await {
+                break 'relay e.outcome();
+            }
+            p.wrote(shared, u.bytes, u.events, u.read_at, u.heartbeat);
+            if let Some(outcome) = p.close_due(u.read_at) {
+                break 'relay close(shared, down, &mut p.summary, outcome).await;
+            }
+        }
         if let Some(open) = open {
             let n = open.len() as u64;
             if let Err(e) = down.send(open).await {
                 break 'relay e.outcome();
             }
-            summary.bytes += n;
+            p.summary.bytes += n;
             metrics.stream_bytes_written(n);
         }
 
-        let heartbeat = cfg.sse.heartbeat_interval;
-        let mut last_read = Instant::now();
-        let mut last_write = last_read;
-        let mut first_event = true;
         // Pinned once: it registers with the process-wide drain state on its first poll only.
         let drain_signal = shared.drain.signal();
         tokio::pin!(drain_signal);
         let mut drain_pending = true;
-        // When set: close at the next event boundary after this instant, with this outcome.
-        let mut close_at: Option<(Instant, Outcome)> = cfg
-            .limits
-            .max_stream_duration
-            .map(|d| (started + d, Outcome::MaxDuration));
-        if shared.drain.is_draining() {
-            close_at = Some((Instant::now(), Outcome::Shutdown));
-        }
         let hard_close_after = cfg.shutdown.drain_window;
 
         let timer = tokio::time::sleep(Duration::from_secs(3600));
@@ -131,19 +279,13 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
             // The earliest thing the timer must wake for. It is only ever moved earlier here;
             // a deadline that moved later (a chunk was written) is noticed when it fires, so
             // a busy stream costs no timer updates.
-            let boundary = framer.at_boundary();
-            let mut want = last_read + cfg.timeouts.sse_idle;
-            if let (Some(every), true) = (heartbeat, boundary) {
-                want = want.min(last_write + every);
-            }
-            if let Some((at, _)) = close_at {
-                want = want.min(if boundary { at } else { at + hard_close_after });
-            }
+            let want = p.deadline(shared);
             if want < timer_at || timer.is_elapsed() {
                 timer_at = want;
                 timer.as_mut().reset(TokioInstant::from_std(want));
             }
-            let drain_armed = drain_pending && close_at.is_none_or(|(_, o)| o != Outcome::Shutdown);
+            let drain_armed =
+                drain_pending && p.close_at.is_none_or(|(_, o)| o != Outcome::Shutdown);
 
             let wake = tokio::select! {
                 biased;
@@ -164,51 +306,34 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
                 Wake::ClientGone => break 'relay Outcome::ClientClosed,
                 Wake::Drain => {
                     let at = Instant::now() + shared.drain.close_offset();
-                    if close_at.is_none_or(|(t, _)| at < t) {
-                        close_at = Some((at, Outcome::Shutdown));
+                    if p.close_at.is_none_or(|(t, _)| at < t) {
+                        p.close_at = Some((at, Outcome::Shutdown));
                     }
                 }
                 Wake::Chunk(Ok(Some(chunk))) => {
-                    let read_at = Instant::now();
-                    metrics.observe_upstream_silence(read_at - last_read);
-                    last_read = read_at;
-                    let fwd = framer.forward(chunk);
-                    if !fwd.bytes.is_empty() {
-                        let n = fwd.bytes.len() as u64;
+                    let read_at = p.read(shared);
+                    let fwd = p.framer.forward(chunk);
+                    let n = fwd.bytes.len() as u64;
+                    if n > 0 {
                         if let Err(e) = down.send(fwd.bytes).await {
                             break 'relay e.outcome();
                         }
-                        last_write = Instant::now();
-                        summary.bytes += n;
-                        metrics.stream_bytes_written(n);
                     }
-                    if fwd.events > 0 {
-                        let delay = last_write - read_at;
-                        for _ in 0..fwd.events {
-                            metrics.observe_event_delay(delay);
-                        }
-                        metrics.events_relayed(u64::from(fwd.events));
-                        summary.events += u64::from(fwd.events);
-                        if first_event {
-                            first_event = false;
-                            metrics.observe_time_to_first_event(request_started.elapsed());
-                        }
+                    if n > 0 || fwd.events > 0 {
+                        p.wrote(shared, n, fwd.events, read_at, false);
                     }
-                    if let Some((at, outcome)) = close_at {
-                        // The clock was just read for the write; no third read per chunk.
-                        if framer.at_boundary() && last_write.max(read_at) >= at {
-                            break 'relay close(shared, down, &mut summary, outcome).await;
-                        }
+                    if let Some(outcome) = p.close_due(read_at) {
+                        break 'relay close(shared, down, &mut p.summary, outcome).await;
                     }
                 }
                 Wake::Chunk(Ok(None)) => {
-                    let rest = framer.finish();
+                    let rest = p.framer.finish();
                     let rest = (!rest.is_empty()).then_some(rest);
                     let n = rest.as_ref().map_or(0, |r| r.len() as u64);
                     if let Err(e) = down.finish(rest).await {
                         break 'relay e.outcome();
                     }
-                    summary.bytes += n;
+                    p.summary.bytes += n;
                     metrics.stream_bytes_written(n);
                     upstream_done = true;
                     break 'relay Outcome::Completed;
@@ -222,21 +347,21 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
                 }
                 Wake::Timer => {
                     let now = Instant::now();
-                    if now >= last_read + cfg.timeouts.sse_idle {
+                    if now >= p.last_read + cfg.timeouts.sse_idle {
                         error = Some(format!(
                             "app silent for the SSE idle timeout ({:?})",
                             cfg.timeouts.sse_idle
                         ));
-                        if framer.at_boundary() {
-                            break 'relay close(shared, down, &mut summary, Outcome::IdleTimeout)
+                        if p.framer.at_boundary() {
+                            break 'relay close(shared, down, &mut p.summary, Outcome::IdleTimeout)
                                 .await;
                         }
                         down.abort().await;
                         break 'relay Outcome::IdleTimeout;
                     }
-                    if let Some((at, outcome)) = close_at {
-                        if now >= at && framer.at_boundary() {
-                            break 'relay close(shared, down, &mut summary, outcome).await;
+                    if let Some((at, outcome)) = p.close_at {
+                        if now >= at && p.framer.at_boundary() {
+                            break 'relay close(shared, down, &mut p.summary, outcome).await;
                         }
                         if now >= at + hard_close_after {
                             // The app never finished its event: cut it (the client discards the
@@ -245,33 +370,22 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
                             break 'relay outcome;
                         }
                     }
-                    if let Some(every) = heartbeat {
-                        if framer.at_boundary() && now >= last_write + every {
-                            let block = shared.heartbeat_block.clone();
-                            let n = block.len() as u64;
-                            if let Err(e) = down.send(block).await {
-                                break 'relay e.outcome();
-                            }
-                            framer.injected();
-                            last_write = Instant::now();
-                            summary.heartbeats += 1;
-                            summary.bytes += n;
-                            metrics.heartbeat_sent();
-                            metrics.stream_bytes_written(n);
+                    if p.heartbeat_due(shared, now) {
+                        let block = shared.heartbeat_block.clone();
+                        let n = block.len() as u64;
+                        if let Err(e) = down.send(block).await {
+                            break 'relay e.outcome();
                         }
+                        p.wrote(shared, n, 0, now, true);
                     }
                 }
             }
         }
     };
 
-    summary.outcome = Some(outcome);
-    metrics.stream_finished(outcome, started.elapsed());
-    Ended {
-        summary,
-        error,
-        upstream_done,
-    }
+    let mut ended = p.end(shared, outcome, error);
+    ended.upstream_done = upstream_done;
+    ended
 }
 
 /// Ends a stream cleanly at an event boundary with a jittered `retry:` hint.

@@ -16,6 +16,8 @@
 //! events per 100 ms — p50 1,073 µs with round robin, 403–460 µs with random ties).
 
 use super::drain::random_unit;
+use super::engine::Engine;
+use super::Shared;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,9 +34,10 @@ struct Worker {
 
 impl Workers {
     /// Starts `n` worker threads, each running a current-thread runtime until the process exits.
-    pub fn start(n: usize) -> std::io::Result<Workers> {
+    pub fn start(n: usize, shared: Arc<Shared>) -> std::io::Result<Workers> {
         let mut workers = Vec::with_capacity(n);
         for i in 0..n.max(1) {
+            let engine = Engine::start(i, shared.clone())?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -44,7 +47,10 @@ impl Workers {
             });
             std::thread::Builder::new()
                 .name(format!("sse-relay-{i}"))
-                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+                .spawn(move || {
+                    Engine::set_current(engine);
+                    runtime.block_on(std::future::pending::<()>())
+                })?;
         }
         Ok(Workers { workers })
     }
