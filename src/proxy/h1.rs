@@ -120,39 +120,42 @@ pub async fn serve(
         Box::pin(over_limit(shared, ds, &req, started)).await;
         return None;
     };
-    let live = match Box::pin(setup(shared, ds, req, buffered, started)).await {
+    // Boxed in its own statement: a temporary in the awaiting statement would keep room for
+    // the unboxed future in this task's state for the stream's whole life.
+    let setup = Box::pin(setup(shared, ds, req, buffered, started));
+    let live = match setup.await {
         Setup::Done(next) => return next,
         Setup::Stream(live) => live,
     };
-    let Live {
-        ds,
-        up,
+    // The task's state stays small while the event loop carries the stream: everything big
+    // is boxed or travels in the loop's record (each value a match binds here would otherwise
+    // get its own room in this future for the stream's whole life).
+    let progress = Progress::new(shared, started, shared.open_block.is_some());
+    let Live { ds, up, meta } = *live;
+    let next = match Engine::current() {
+        Some(engine) => park(shared, &engine, ds, up, meta.client_chunked, progress),
+        None => Ok(Next::Here(Box::new(Resumed { ds, up, progress }))),
+    };
+    let resumed = match next {
+        Ok(Next::Here(r)) => Ok(r),
+        Ok(Next::Loop(back)) => resume(shared, back.await),
+        Err(ended) => Err(ended),
+    };
+    let (mut ended, ds) = match resumed {
+        Ok(r) => {
+            let run = Box::pin(run_stream(shared, r, meta.client_chunked));
+            run.await
+        }
+        Err(ended) => (ended, None),
+    };
+    let Meta {
         buffered,
         log,
         status,
         prefix_bytes,
         client_chunked,
         keepalive,
-    } = live;
-    let progress = Progress::new(shared, started, shared.open_block.is_some());
-    // Small while the event loop carries the stream: the stream loop's future is boxed and
-    // only exists once the stream is back.
-    let (mut ended, ds) = match park(shared, ds, up, client_chunked, progress).await {
-        Ok((mut ds, mut up, progress)) => {
-            let mut down = LeanDown {
-                sock: &mut ds,
-                framing: Framing::sse(client_chunked),
-                write_timeout: shared.config.timeouts.sse_write,
-                pipelining: false,
-            };
-            let ended = Box::pin(super::stream::run(
-                shared, &mut down, &mut up, progress, None,
-            ))
-            .await;
-            (ended, Some(ds))
-        }
-        Err(ended) => (ended, None),
-    };
+    } = meta;
     ended.summary.bytes += prefix_bytes;
     shared.metrics.request(Kind::Sse, status);
     access_log(
@@ -170,62 +173,109 @@ pub async fn serve(
     Some((ds, buffered))
 }
 
-/// Lets this thread's event loop ([`super::engine`]) carry the stream for as long as it only
-/// relays events and heartbeats; returns the stream where the loop left off. Without a loop
-/// (a test calling [`serve`] outside the relay workers) the stream stays with the task.
-async fn park(
+/// Where a stream goes after its head is written.
+enum Next {
+    /// Stays in this task: no event loop on this thread (a test calling [`serve`] directly).
+    Here(Box<Resumed>),
+    /// Into the event loop, until it hands the stream back.
+    Loop(tokio::sync::oneshot::Receiver<Box<Lane>>),
+}
+
+/// Hands the stream to this thread's event loop ([`super::engine`]), which carries it for as
+/// long as it only relays events and heartbeats.
+fn park(
     shared: &Shared,
+    engine: &Engine,
     ds: TcpStream,
     up: LeanUp,
     chunked: bool,
     progress: Progress,
-) -> Result<(TcpStream, LeanUp, Progress), Ended> {
-    let Some(engine) = Engine::current() else {
-        return Ok((ds, up, progress));
-    };
-    let lost = |progress: Progress, e: io::Error| {
-        progress.end(
-            shared,
-            Outcome::ClientClosed,
-            Some(format!("moving the stream to or from the event loop: {e}")),
-        )
-    };
+) -> Result<Next, Ended> {
     // Out of tokio's reactor (a socket in two epoll sets would wake both threads).
     let LeanUp { sock, dec } = up;
-    let (ds, sock) = match (ds.into_std(), sock.into_std()) {
-        (Ok(ds), Ok(sock)) => (ds, sock),
-        (Err(e), _) | (_, Err(e)) => return Err(lost(progress, e)),
-    };
-    let (lane, back) = Lane::new(ds, sock, dec, chunked, progress);
-    engine.submit(lane);
-    // The loop hands back every stream it takes; a dropped sender means its thread died.
-    let lane = match back.await {
-        Ok(lane) => *lane,
-        Err(_) => {
-            return Err(Ended {
-                summary: StreamSummary::ended_early(shared, Outcome::ClientClosed, 0),
-                error: Some("the event loop thread stopped".into()),
-                upstream_done: false,
-            })
+    match (ds.into_std(), sock.into_std()) {
+        (Ok(ds), Ok(sock)) => {
+            let (lane, back) = Lane::new(ds, sock, dec, chunked, progress);
+            engine.submit(lane);
+            Ok(Next::Loop(back))
         }
-    };
-    let dec = lane.dec;
-    match (TcpStream::from_std(lane.ds), TcpStream::from_std(lane.up)) {
-        (Ok(ds), Ok(sock)) => Ok((ds, LeanUp { sock, dec }, lane.progress)),
-        (Err(e), _) | (_, Err(e)) => Err(lost(lane.progress, e)),
+        (Err(e), _) | (_, Err(e)) => Err(moved_badly(shared, progress, &e)),
     }
 }
 
-/// What a running stream keeps.
+/// The stream as the event loop handed it back, registered with this task's reactor again.
+fn resume(
+    shared: &Shared,
+    back: Result<Box<Lane>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<Box<Resumed>, Ended> {
+    // The loop hands back every stream it takes; a dropped sender means its thread died.
+    let Ok(lane) = back else {
+        return Err(Ended {
+            summary: StreamSummary::ended_early(shared, Outcome::ClientClosed, 0),
+            error: Some("the event loop thread stopped".into()),
+            upstream_done: false,
+        });
+    };
+    let lane = *lane;
+    let dec = lane.dec;
+    match (TcpStream::from_std(lane.ds), TcpStream::from_std(lane.up)) {
+        (Ok(ds), Ok(sock)) => Ok(Box::new(Resumed {
+            ds,
+            up: LeanUp { sock, dec },
+            progress: lane.progress,
+        })),
+        (Err(e), _) | (_, Err(e)) => Err(moved_badly(shared, lane.progress, &e)),
+    }
+}
+
+/// The rest of the stream in this task's stream loop; the client connection comes back for
+/// the caller to reuse or drop.
+async fn run_stream(shared: &Shared, r: Box<Resumed>, chunked: bool) -> (Ended, Option<TcpStream>) {
+    let Resumed {
+        mut ds,
+        mut up,
+        progress,
+    } = *r;
+    let mut down = LeanDown {
+        sock: &mut ds,
+        framing: Framing::sse(chunked),
+        write_timeout: shared.config.timeouts.sse_write,
+        pipelining: false,
+    };
+    let ended = super::stream::run(shared, &mut down, &mut up, progress, None).await;
+    (ended, Some(ds))
+}
+
+fn moved_badly(shared: &Shared, progress: Progress, e: &io::Error) -> Ended {
+    progress.end(
+        shared,
+        Outcome::ClientClosed,
+        Some(format!("moving the stream to or from the event loop: {e}")),
+    )
+}
+
+/// A stream whose response head is written: its sockets and what its task keeps for the end.
 struct Live {
     ds: TcpStream,
     up: LeanUp,
+    meta: Meta,
+}
+
+/// What the task keeps for the stream's log line and the connection's reuse.
+struct Meta {
     buffered: Bytes,
     log: Box<LogFields>,
     status: u16,
     prefix_bytes: u64,
     client_chunked: bool,
     keepalive: bool,
+}
+
+/// A stream ready for the stream loop: its sockets and where it stands.
+struct Resumed {
+    ds: TcpStream,
+    up: LeanUp,
+    progress: Progress,
 }
 
 struct LogFields {
@@ -238,7 +288,7 @@ enum Setup {
     /// reuse, if any.
     Done(Option<(TcpStream, Bytes)>),
     /// The response head and opening block are written: run the stream.
-    Stream(Live),
+    Stream(Box<Live>),
 }
 
 async fn over_limit(shared: &Shared, mut ds: TcpStream, req: &Request, started: Instant) {
@@ -367,16 +417,18 @@ async fn setup(
         return Setup::Done(None);
     }
     shared.metrics.stream_bytes_written(prefix_bytes);
-    Setup::Stream(Live {
+    Setup::Stream(Box::new(Live {
         ds,
         up: body,
-        buffered,
-        log,
-        status,
-        prefix_bytes,
-        client_chunked,
-        keepalive,
-    })
+        meta: Meta {
+            buffered,
+            log,
+            status,
+            prefix_bytes,
+            client_chunked,
+            keepalive,
+        },
+    }))
 }
 
 enum Failure {
@@ -1227,5 +1279,7 @@ mod size_tests {
         let f = super::super::stream::run(&shared, &mut down, &mut up, p, None);
         println!("stream::run future: {}", std::mem::size_of_val(&f));
         println!("Sleep: {}", std::mem::size_of::<tokio::time::Sleep>());
+        println!("Progress: {}", std::mem::size_of::<Progress>());
+        println!("Lane: {}", std::mem::size_of::<Lane>());
     }
 }
