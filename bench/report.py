@@ -10,7 +10,7 @@ import json
 import statistics
 import sys
 
-TARGETS = ["direct", "sidecar", "nginx", "haproxy"]
+TARGETS = ["direct", "sidecar", "nginx", "haproxy", "floor"]
 PROXIES = ["sidecar", "nginx", "haproxy"]
 
 
@@ -225,21 +225,27 @@ def markdown(meta, rows, cases, failures):
     for n in m.get("notes", []):
         out.append(f"**Note:** {n}")
         out.append("")
-    out.append("| workload | metric | direct | sidecar | nginx | haproxy | sidecar/nginx | sidecar/haproxy | goal |")
-    out.append("|---|---|---|---|---|---|---|---|---|")
+    # The floor (examples/floor_relay.rs) is a yardstick, not a peer: its column and ratio
+    # appear only when it ran.
+    floor = any(c["target"] == "floor" for c in cases)
+    out.append("| workload | metric | direct | sidecar | nginx | haproxy | "
+               + ("floor | " if floor else "")
+               + "sidecar/nginx | sidecar/haproxy | " + ("sidecar/floor | " if floor else "") + "goal |")
+    out.append("|---" * (9 + 2 * floor) + "|")
     for r in rows:
         if not r["values"]:
             continue
         v = r["values"]
         c = r["compare"]
-        rn = ratio(c.get("sidecar"), c.get("nginx"))
-        rh = ratio(c.get("sidecar"), c.get("haproxy"))
+        ratios = [ratio(c.get("sidecar"), c.get(p)) for p in ("nginx", "haproxy") + (("floor",) if floor else ())]
         g, met = goal(r) if not m["smoke"] else ("", None)
         gtxt = f"{g} {'✓' if met else '✗'}" if met is not None else g
-        out.append(f"| {r['workload']} | {r['metric']} | {v.get('direct', '—')} | {v.get('sidecar', '—')} | "
-                   f"{v.get('nginx', '—')} | {v.get('haproxy', '—')} | "
-                   f"{fmt(rn, 2) + '×' if rn is not None else '—'} | "
-                   f"{fmt(rh, 2) + '×' if rh is not None else '—'} | {gtxt} |")
+        cells = [r["workload"], r["metric"]] + [v.get(t, "—") for t in ("direct", "sidecar", "nginx", "haproxy")]
+        if floor:
+            cells.append(v.get("floor", "—"))
+        cells += [fmt(x, 2) + "×" if x is not None else "—" for x in ratios]
+        cells.append(gtxt)
+        out.append("| " + " | ".join(str(x) for x in cells) + " |")
     out.append("")
     ran = {c["workload"] for c in cases}
     out.append("Workloads: " + "; ".join(f"{k}: {v}" for k, v in m["params"].items() if k in ran) + ".")

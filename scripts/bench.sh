@@ -11,7 +11,10 @@
 #
 # Options:
 #   --no-build            use the binaries as they are (default: cargo build --release --bins)
-#   --targets LIST        comma-separated subset of direct,sidecar,nginx,haproxy
+#   --targets LIST        comma-separated subset of direct,sidecar,nginx,haproxy,floor;
+#                         default all but floor. floor = examples/floor_relay.rs, a relay with
+#                         no user-space work at all: the kernel's floor for nginx's design,
+#                         a yardstick column (sidecar/floor), not a peer
 #   --workloads LIST      comma-separated subset of latency,fanout,memory,capacity,throughput
 #   --out DIR             where <date>.md/.json go (default bench/results; smoke: temp dir only)
 #   --rounds N            repeat every workload but capacity N times, rotating the target order;
@@ -104,9 +107,14 @@ if [ "$BUILD" = 1 ]; then
     log "cargo build --release --bins"
     # CI builds exactly the committed Cargo.lock, like the Makefile.
     cargo build --release ${CI:+--locked} --bins >&2
+    if has "$TARGETS" floor; then
+        log "cargo build --release --example floor_relay"
+        cargo build --release ${CI:+--locked} --example floor_relay >&2
+    fi
 fi
 BENCH=${SSE_BENCH:-$ROOT/target/release/sse-bench}
 SIDECAR=${SSE_SIDECAR:-$ROOT/target/release/sse-sidecar}
+FLOOR=$ROOT/target/release/examples/floor_relay
 [ -x "$BENCH" ] || { echo "bench.sh: $BENCH not found (build it, or set SSE_BENCH)" >&2; exit 1; }
 
 NOTES=()
@@ -211,6 +219,10 @@ start_target() {
             sed -e "s|@DIR@|$dir|g; s|@PORT@|$PORT|g; s|@ORIGIN_PORT@|$ORIGIN_PORT|g; s|@WORKERS@|$(nproc)|g" \
                 bench/nginx.conf.in >"$dir/nginx.conf"
             start nginx "$NGINX" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
+            ;;
+        floor)
+            PORT=$(free_port)
+            start floor "$FLOOR" "$PORT" "$ORIGIN_PORT" "$(nproc)"
             ;;
         haproxy)
             PORT=$(free_port); dir=$TMP/haproxy; mkdir -p "$dir"

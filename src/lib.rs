@@ -20,8 +20,9 @@
 //!
 //! - an *SSE candidate* (its `Accept` names `text/event-stream`, or its path is under
 //!   `sse.paths`) on plain-TCP HTTP/1 leaves pingora's connection task for the lean relay
-//!   ([`proxy::h1`]), which runs on thread-per-core event loops ([`proxy::workers`]) and
-//!   speaks HTTP/1.1 on raw sockets;
+//!   ([`proxy::h1`]), which speaks HTTP/1.1 on raw sockets: each stream's setup runs on a
+//!   thread-per-core tokio runtime ([`proxy::workers`]), and once its head is written a
+//!   per-core epoll loop ([`proxy::engine`]) relays its events and heartbeats;
 //! - an SSE candidate over h2 or TLS is taken over in pingora's `request_filter` by
 //!   [`proxy::relay`], which uses pingora's sessions and connector;
 //! - everything else goes down pingora's normal proxy path, where an event-stream response
@@ -29,7 +30,10 @@
 //!
 //! Both relays run the same stream loop ([`proxy::stream`]): one `select!` over the client
 //! leaving, the app's next bytes, a timer (heartbeats, idle timeout, scheduled close) and the
-//! drain signal, with the [`sse::Framer`] saying where a block may be injected.
+//! drain signal, with the [`sse::Framer`] saying where a block may be injected. The lean
+//! relay's epoll loop does only the common case itself (a chunk in, the same bytes framed
+//! out; a heartbeat at a boundary) and hands the stream to that loop, with its
+//! [`proxy::stream::Progress`], for everything else.
 
 pub mod admin;
 pub mod cli;

@@ -196,8 +196,11 @@ fn park(
     match (ds.into_std(), sock.into_std()) {
         (Ok(ds), Ok(sock)) => {
             let (lane, back) = Lane::new(ds, sock, dec, chunked, progress);
-            engine.submit(lane);
-            Ok(Next::Loop(back))
+            match engine.submit(lane) {
+                Ok(()) => Ok(Next::Loop(back)),
+                // The loop is gone: the stream stays here.
+                Err(lane) => resume(shared, Ok(lane)).map(Next::Here),
+            }
         }
         (Err(e), _) | (_, Err(e)) => Err(moved_badly(shared, progress, &e)),
     }

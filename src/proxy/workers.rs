@@ -5,7 +5,9 @@
 //! switch. An SSE event is tiny, so that hop was most of its cost (measured, 1,000 streams ×
 //! 10 events/s: 21.7 µs of CPU per event with pingora's 2-thread runtime, 15.9 µs on one
 //! thread; nginx 17.2 µs). Here each worker thread runs its own single-threaded runtime with
-//! its own epoll; a stream's sockets, timer and task all live on one thread.
+//! its own epoll; a stream's sockets, timer and task all live on one thread. Each worker has a
+//! partner [`Engine`] thread: once a stream's head is written, the engine's epoll loop carries
+//! it (see [`super::engine`]); the worker's runtime sets streams up and finishes them.
 //!
 //! Placement: a new stream goes to the worker with the fewest open streams, ties broken at
 //! random. Plain round robin follows arrival order, and arrival order correlates with when a
