@@ -20,7 +20,7 @@
 //! noticed when its entry fires, so a busy stream costs no timer work per event.
 
 use super::h1::Decode;
-use super::stream::{Progress, Unsent};
+use super::stream::{Due, Progress, Unsent};
 use super::Shared;
 use bytes::Bytes;
 use std::cell::RefCell;
@@ -422,34 +422,33 @@ impl Loop {
     /// The stream's deadline passed: a heartbeat here; anything else goes back to the task.
     fn timer(&mut self, slot: usize, now: Instant) {
         let shared = &*self.shared;
-        let cfg = &shared.config;
         let Some(lane) = self.s.lanes[slot].as_mut() else {
             return;
         };
         let p = &mut lane.progress;
-        let idle = now >= p.last_read + cfg.timeouts.sse_idle;
-        let closing = p.close_at.is_some_and(|(at, _)| {
-            (now >= at && p.framer.at_boundary()) || now >= at + cfg.shutdown.drain_window
-        });
-        if idle || closing {
-            self.s.hand_back(slot);
-            return;
-        }
-        if p.heartbeat_due(shared, now) {
-            let block = &shared.heartbeat_block;
-            let n = block.len() as u64;
-            if let Err(wire) = write_framed(&lane.ds, lane.chunked, block) {
-                p.unsent = Some(Unsent {
-                    wire,
-                    bytes: n,
-                    events: 0,
-                    read_at: now,
-                    heartbeat: true,
-                });
+        match p.due(shared, now) {
+            Due::Nothing => {}
+            Due::Heartbeat(now) => {
+                let block = &shared.heartbeat_block;
+                let n = block.len() as u64;
+                if let Err(wire) = write_framed(&lane.ds, lane.chunked, block) {
+                    p.unsent = Some(Unsent {
+                        wire,
+                        bytes: n,
+                        events: 0,
+                        read_at: now,
+                        heartbeat: true,
+                    });
+                    self.s.hand_back(slot);
+                    return;
+                }
+                p.wrote(shared, n, 0, now, true);
+            }
+            // An idle timeout or a scheduled close: the task's stream loop acts on it.
+            Due::Idle | Due::Close(_) | Due::Cut(_) => {
                 self.s.hand_back(slot);
                 return;
             }
-            p.wrote(shared, n, 0, now, true);
         }
         self.s.schedule(shared, slot, true);
     }

@@ -210,15 +210,41 @@ impl Progress {
         }
     }
 
-    /// A heartbeat is due now.
-    #[inline]
-    pub fn heartbeat_due(&self, shared: &Shared, now: Instant) -> bool {
-        shared
-            .config
-            .sse
-            .heartbeat_interval
-            .is_some_and(|every| self.framer.at_boundary() && now >= self.last_write + every)
+    /// What the stream's timer must do at `now`. Both loops act on this one judgement.
+    pub fn due(&self, shared: &Shared, now: Instant) -> Due {
+        let cfg = &shared.config;
+        let boundary = self.framer.at_boundary();
+        if now >= self.last_read + cfg.timeouts.sse_idle {
+            return Due::Idle;
+        }
+        if let Some((at, outcome)) = self.close_at {
+            if now >= at && boundary {
+                return Due::Close(outcome);
+            }
+            if now >= at + cfg.shutdown.drain_window {
+                return Due::Cut(outcome);
+            }
+        }
+        match cfg.sse.heartbeat_interval {
+            Some(every) if boundary && now >= self.last_write + every => Due::Heartbeat(now),
+            _ => Due::Nothing,
+        }
     }
+}
+
+/// What a stream's timer found (see [`Progress::due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// The app was silent for `timeouts.sse_idle`: close (at a boundary) or cut.
+    Idle,
+    /// The scheduled close is due and the stream is at a boundary.
+    Close(Outcome),
+    /// The scheduled close is a whole drain window overdue mid-event: cut the stream.
+    Cut(Outcome),
+    /// A heartbeat is due (read at this instant).
+    Heartbeat(Instant),
+    /// Nothing yet: a deadline that moved later.
+    Nothing,
 }
 
 /// Why the loop woke up.
@@ -269,7 +295,6 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
         let drain_signal = shared.drain.signal();
         tokio::pin!(drain_signal);
         let mut drain_pending = true;
-        let hard_close_after = cfg.shutdown.drain_window;
 
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
@@ -345,9 +370,9 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
                     down.abort().await;
                     break 'relay Outcome::UpstreamError;
                 }
-                Wake::Timer => {
-                    let now = Instant::now();
-                    if now >= p.last_read + cfg.timeouts.sse_idle {
+                Wake::Timer => match p.due(shared, Instant::now()) {
+                    Due::Nothing => {}
+                    Due::Idle => {
                         error = Some(format!(
                             "app silent for the SSE idle timeout ({:?})",
                             cfg.timeouts.sse_idle
@@ -359,18 +384,16 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
                         down.abort().await;
                         break 'relay Outcome::IdleTimeout;
                     }
-                    if let Some((at, outcome)) = p.close_at {
-                        if now >= at && p.framer.at_boundary() {
-                            break 'relay close(shared, down, &mut p.summary, outcome).await;
-                        }
-                        if now >= at + hard_close_after {
-                            // The app never finished its event: cut it (the client discards the
-                            // partial event) rather than hold shutdown forever.
-                            down.abort().await;
-                            break 'relay outcome;
-                        }
+                    Due::Close(outcome) => {
+                        break 'relay close(shared, down, &mut p.summary, outcome).await;
                     }
-                    if p.heartbeat_due(shared, now) {
+                    Due::Cut(outcome) => {
+                        // The app never finished its event: cut it (the client discards the
+                        // partial event) rather than hold shutdown forever.
+                        down.abort().await;
+                        break 'relay outcome;
+                    }
+                    Due::Heartbeat(now) => {
                         let block = shared.heartbeat_block.clone();
                         let n = block.len() as u64;
                         if let Err(e) = down.send(block).await {
@@ -378,7 +401,7 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
                         }
                         p.wrote(shared, n, 0, now, true);
                     }
-                }
+                },
             }
         }
     };
