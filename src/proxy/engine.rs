@@ -84,7 +84,9 @@ impl Lane {
 /// One loop thread's mailbox: new streams, and the eventfd that wakes it.
 pub struct Engine {
     /// New streams; `None` once the loop thread has died (a bug), so none is left waiting.
-    inbox: Mutex<Option<Vec<Lane>>>,
+    /// Boxed: the record is allocated once by the task and travels boxed both ways.
+    #[allow(clippy::vec_box)]
+    inbox: Mutex<Option<Vec<Box<Lane>>>>,
     wake: OwnedFd,
 }
 
@@ -103,6 +105,7 @@ impl Engine {
                 libc::EFD_NONBLOCK | libc::EFD_CLOEXEC,
             ))?)
         };
+        // SAFETY: as above.
         let ep = unsafe { OwnedFd::from_raw_fd(check(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
         ctl(&ep, libc::EPOLL_CTL_ADD, wake.as_raw_fd(), WAKE)?;
         let engine = Arc::new(Engine {
@@ -142,7 +145,7 @@ impl Engine {
                         .unwrap_or_else(|e| e.into_inner())
                         .take();
                     for lane in waiting.into_iter().flatten() {
-                        send_back(Box::new(lane));
+                        send_back(lane);
                     }
                 }
             })?;
@@ -162,7 +165,7 @@ impl Engine {
     /// Hands `lane` to the loop; gives it back if the loop is gone.
     pub(super) fn submit(&self, lane: Box<Lane>) -> Result<(), Box<Lane>> {
         match &mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(inbox) => inbox.push(*lane),
+            Some(inbox) => inbox.push(lane),
             None => return Err(lane),
         }
         self.notify();
@@ -288,7 +291,7 @@ impl Loop {
                     .as_mut()
                     .map(std::mem::take);
                 for lane in new.into_iter().flatten() {
-                    self.insert(Box::new(lane));
+                    self.insert(lane);
                 }
             }
             self.fire_timers();
