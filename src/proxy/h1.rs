@@ -143,29 +143,21 @@ pub async fn serve(
         Ok(r) => Box::pin(run_stream(shared, r, meta.client_chunked)).await,
         Err(ended) => (ended, None),
     };
-    let Meta {
-        buffered,
-        log,
-        status,
-        prefix_bytes,
-        client_chunked,
-        keepalive,
-    } = meta;
-    ended.summary.bytes += prefix_bytes;
-    shared.metrics.request(Kind::Sse, status);
+    ended.summary.bytes += meta.prefix_bytes;
+    shared.metrics.request(Kind::Sse, meta.status);
     access_log(
         shared,
-        &log.method,
-        &log.path,
-        status,
+        &meta.log.method,
+        &meta.log.path,
+        meta.status,
         Kind::Sse,
         started,
         Some(&ended.summary),
         ended.error.as_deref(),
     );
     let clean = ended.summary.outcome == Some(Outcome::Completed);
-    let ds = ds.filter(|_| clean && keepalive && client_chunked)?;
-    Some((ds, buffered))
+    let ds = ds.filter(|_| clean && meta.keepalive && meta.client_chunked)?;
+    Some((ds, meta.buffered))
 }
 
 /// Where a stream goes after its head is written.
