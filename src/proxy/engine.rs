@@ -19,7 +19,8 @@
 //! stream loop, a deadline is only ever moved earlier on the hot path; one that moved later is
 //! noticed when its entry fires, so a busy stream costs no timer work per event.
 
-use super::h1::Decode;
+use super::codec::ChunkHead;
+use super::h1::{body_parts, recv_copy, sendmsg, Decode};
 use super::stream::{Due, Progress, Unsent};
 use super::Shared;
 use bytes::Bytes;
@@ -36,8 +37,6 @@ use std::task::{Context, Wake, Waker};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
-/// Upstream read size (one shared buffer per loop).
-const READ_SIZE: usize = 64 * 1024;
 /// The token of the loop's own wake-up eventfd; streams use `(slot + 1) << 1 | side`.
 const WAKE: u64 = 0;
 const DOWN: u64 = 0;
@@ -127,7 +126,6 @@ impl Engine {
                         timers: BinaryHeap::new(),
                         next_id: 1,
                     },
-                    scratch: vec![0; READ_SIZE],
                     draining: false,
                 };
                 // A panic drops the streams the loop held (their tasks end them: "the event
@@ -201,7 +199,6 @@ struct Loop {
     shared: Arc<Shared>,
     engine: Arc<Engine>,
     s: Slab,
-    scratch: Vec<u8>,
     draining: bool,
 }
 
@@ -333,12 +330,11 @@ impl Loop {
         let Some(lane) = self.s.lanes[slot].as_mut() else {
             return;
         };
-        let got = io::Read::read(&mut &lane.up, &mut self.scratch);
-        match got {
+        match recv_copy(socket2::SockRef::from(&lane.up)) {
             // The end of the app's body or connection: the stream loop finishes the stream.
-            Ok(0) => self.s.hand_back(slot),
-            Ok(n) => {
-                lane.dec.pending = Bytes::copy_from_slice(&self.scratch[..n]);
+            Ok(data) if data.is_empty() => self.s.hand_back(slot),
+            Ok(data) => {
+                lane.dec.pending = data;
                 self.relay(slot);
             }
             Err(e)
@@ -390,9 +386,7 @@ impl Loop {
                 return;
             }
         }
-        if n > 0 || fwd.events > 0 {
-            p.wrote(shared, n, fwd.events, read_at, false);
-        }
+        p.wrote(shared, n, fwd.events, read_at, false);
         if p.close_due(read_at).is_some() || lane.dec.finished() {
             self.s.hand_back(slot);
             return;
@@ -495,28 +489,14 @@ fn send_back(mut lane: Box<Lane>) {
 /// write (all of them if the socket took none or failed): the task's loop finishes the write,
 /// waiting for the socket, or finds the client gone.
 fn write_framed(ds: &TcpStream, chunked: bool, data: &[u8]) -> Result<(), Bytes> {
-    let head = super::codec::ChunkHead::new(data.len());
-    let parts: [&[u8]; 3] = if chunked {
-        [head.as_bytes(), data, b"\r\n"]
-    } else {
-        [data, &[], &[]]
-    };
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let slices = parts.map(IoSlice::new);
-    let sent = socket2::SockRef::from(ds)
-        .send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
-        .unwrap_or(0);
-    if sent == total {
+    let head = ChunkHead::new(data.len());
+    let mut parts = body_parts(&head, data, chunked);
+    let sent = sendmsg(socket2::SockRef::from(ds), &parts.map(IoSlice::new)).unwrap_or(0);
+    super::codec::advance(&mut parts, sent);
+    if parts.iter().all(|p| p.is_empty()) {
         return Ok(());
     }
-    let mut rest = Vec::with_capacity(total - sent);
-    let mut skip = sent;
-    for p in parts {
-        let from = skip.min(p.len());
-        rest.extend_from_slice(&p[from..]);
-        skip -= from;
-    }
-    Err(rest.into())
+    Err(parts.concat().into())
 }
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {

@@ -909,7 +909,7 @@ fn try_write(sock: &TcpStream, bufs: &mut [&[u8]], first: &mut usize) -> io::Res
 /// through the VFS layer costs an fd position lock and the VFS checks on every event.
 fn send_vectored(sock: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     sock.try_io(tokio::io::Interest::WRITABLE, || {
-        socket2::SockRef::from(sock).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+        sendmsg(socket2::SockRef::from(sock), bufs)
     })
 }
 
@@ -966,12 +966,9 @@ impl Downstream for LeanDown<'_> {
         if data.is_empty() {
             return Ok(());
         }
-        if self.framing == Framing::Chunked {
-            let head = ChunkHead::new(data.len());
-            self.write_parts(&[head.as_bytes(), &data, b"\r\n"]).await
-        } else {
-            self.write_parts(&[&data]).await
-        }
+        let head = ChunkHead::new(data.len());
+        self.write_parts(&body_parts(&head, &data, self.framing == Framing::Chunked))
+            .await
     }
 
     async fn send_raw(&mut self, wire: Bytes) -> Result<(), WriteError> {
@@ -1146,9 +1143,35 @@ impl UpstreamBody for LeanUp {
 }
 
 thread_local! {
-    /// Every upstream read lands here first; only the bytes read are copied out. Streams hold
-    /// no read buffer while idle, and a read costs a small allocation, not a 32 KiB one.
+    /// Every upstream read lands here first (see [`recv_copy`]); only the bytes read are copied
+    /// out. Streams hold no read buffer while idle, and a read costs a small allocation, not a
+    /// 64 KiB one.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_SIZE]);
+}
+
+/// One `recv` of at most [`READ_SIZE`] bytes through this thread's scratch buffer: the bytes
+/// read (empty at end of stream). The tokio relay and the event loop both read this way.
+pub(super) fn recv_copy(sock: socket2::SockRef<'_>) -> io::Result<Bytes> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let n = io::Read::read(&mut &*sock, &mut scratch)?;
+        Ok(Bytes::copy_from_slice(&scratch[..n]))
+    })
+}
+
+/// The parts of one body write: a chunk's size line, its data and the CRLF, or (a body
+/// delimited by length or by the connection's end) the data alone.
+pub(super) fn body_parts<'a>(head: &'a ChunkHead, data: &'a [u8], chunked: bool) -> [&'a [u8]; 3] {
+    if chunked {
+        [head.as_bytes(), data, b"\r\n"]
+    } else {
+        [data, &[], &[]]
+    }
+}
+
+/// One `sendmsg` (not `writev`: see [`send_vectored`]); never raises SIGPIPE.
+pub(super) fn sendmsg(sock: socket2::SockRef<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    sock.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
 }
 
 /// One read from a ready socket: the bytes read (empty at end of stream), or `WouldBlock`.
@@ -1159,16 +1182,14 @@ thread_local! {
 fn read_once(sock: &TcpStream) -> io::Result<Bytes> {
     let mut got: Option<Bytes> = None;
     let result = sock.try_io(tokio::io::Interest::READABLE, || {
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let n = io::Read::read(&mut &*socket2::SockRef::from(sock), &mut scratch)?;
-            got = Some(Bytes::copy_from_slice(&scratch[..n]));
-            if n > 0 && n < scratch.len() {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(())
-            }
-        })
+        let data = recv_copy(socket2::SockRef::from(sock))?;
+        let short = !data.is_empty() && data.len() < READ_SIZE;
+        got = Some(data);
+        if short {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
     });
     match (got, result) {
         (Some(data), _) => Ok(data),

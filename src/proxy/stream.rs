@@ -153,7 +153,7 @@ impl Progress {
     }
 
     /// A write of `bytes` body bytes carrying `events` app events (read at `read_at`) or a
-    /// heartbeat has fully left.
+    /// heartbeat has fully left. Nothing written, nothing counted.
     #[inline]
     pub fn wrote(
         &mut self,
@@ -163,6 +163,9 @@ impl Progress {
         read_at: Instant,
         heartbeat: bool,
     ) {
+        if bytes == 0 && events == 0 && !heartbeat {
+            return;
+        }
         let metrics = &shared.metrics;
         if bytes > 0 || heartbeat {
             self.last_write = Instant::now();
@@ -344,9 +347,7 @@ pub async fn run<D: Downstream + Send, U: UpstreamBody + Send>(
                             break 'relay e.outcome();
                         }
                     }
-                    if n > 0 || fwd.events > 0 {
-                        p.wrote(shared, n, fwd.events, read_at, false);
-                    }
+                    p.wrote(shared, n, fwd.events, read_at, false);
                     if let Some(outcome) = p.close_due(read_at) {
                         break 'relay close(shared, down, &mut p.summary, outcome).await;
                     }
