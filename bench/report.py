@@ -11,7 +11,6 @@ import statistics
 import sys
 
 TARGETS = ["direct", "sidecar", "nginx", "haproxy", "floor"]
-PROXIES = ["sidecar", "nginx", "haproxy"]
 
 
 def load_cases(path):

@@ -129,6 +129,11 @@ if has "$TARGETS" sidecar && [ ! -x "$SIDECAR" ]; then
     log "${NOTES[-1]}"
     TARGETS=$(echo ",$TARGETS," | sed 's/,sidecar,/,/; s/^,//; s/,$//')
 fi
+if has "$TARGETS" floor && [ ! -x "$FLOOR" ]; then
+    NOTES+=("floor binary $FLOOR not found (cargo build --release --example floor_relay): floor column skipped")
+    log "${NOTES[-1]}"
+    TARGETS=$(echo ",$TARGETS," | sed 's/,floor,/,/; s/^,//; s/,$//')
+fi
 command -v python3 >/dev/null || { echo "bench.sh: python3 is needed for the report" >&2; exit 1; }
 need_pkgs=()
 command -v curl >/dev/null || need_pkgs+=(curl)
