@@ -709,6 +709,32 @@ async fn h2_over_tls_passes_json_through() {
     );
 }
 
+/// A browser's split `cookie` fields over TLS+h2 reach the app as one `Cookie` (RFC 9113
+/// §8.2.3), on the session relay (an SSE candidate) and on pingora's normal path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_over_tls_split_cookies_reach_the_app_joined() {
+    let origin = Origin::start().await;
+    let cert = make_cert();
+    let sc = TlsSidecar::start(&origin, &cert, "", &[]).await;
+    let mut c = H2Tls::connect(sc.addr, &cert, &["h2"]).await;
+    let cookies = [("cookie", "session=s1"), ("cookie", "csrf=t2")];
+    let mut sse = vec![("accept", "text/event-stream")];
+    sse.extend(cookies);
+    let mut r = c.get("/sse?events=1&interval_ms=0", &sse).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.read_to_end(T).await, Some(Ending::Clean));
+    let mut r = c.get("/json?size=10", &cookies).await;
+    assert_eq!(r.read_to_end(T).await, Some(Ending::Clean));
+    for path in ["/sse", "/json"] {
+        let rec = origin.wait_request(path, T).await;
+        assert_eq!(
+            rec.header_all("cookie"),
+            vec!["session=s1; csrf=t2"],
+            "{path}: {rec:#?}"
+        );
+    }
+}
+
 /// Waits until the origin sees the connection of `target` close; returns how long after `t0`.
 async fn closed_after(origin: &Origin, target: &str, t0: u64) -> u64 {
     let rec = origin.wait_closed(target, Duration::from_secs(3)).await;

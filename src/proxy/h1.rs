@@ -14,6 +14,7 @@
 use super::codec::{ChunkHead, ChunkedDecoder};
 use super::engine::{Engine, Lane};
 use super::stream::{Downstream, Ended, Progress, UpstreamBody, UpstreamError, WriteError};
+use super::upstream_request::{upstream_request, Forwarding};
 use super::{access_log, headers, status_text, Shared, StreamSlot, StreamSummary};
 use crate::config::OnUpstreamError;
 use crate::metrics::{Kind, Outcome, UpstreamErrorReason};
@@ -69,9 +70,6 @@ pub fn parse_request(head: &[u8]) -> Option<Request> {
     let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name;
-        if name.eq_ignore_ascii_case("upgrade") {
-            return None;
-        }
         if name.eq_ignore_ascii_case("content-length") {
             let n = std::str::from_utf8(h.value).ok()?.trim().parse().ok()?;
             if n > 0 {
@@ -364,7 +362,7 @@ async fn setup(
     // A leftover slice would pin the whole read buffer for the stream's lifetime.
     let buffered = compact(buffered);
 
-    if !headers::is_event_stream(&up.head) {
+    if !headers::is_stream_response(&req.header.method, &up.head) {
         // Not an event stream (a 401, a JSON error): pass it through unchanged.
         let result = passthrough(shared, &mut ds, &mut up, &req, client_chunked).await;
         done(
@@ -472,14 +470,20 @@ async fn open_exchange(
     client_ip: Option<IpAddr>,
 ) -> Result<Exchange, Failure> {
     let cfg = &shared.config;
-    let mut up_req = req.header.clone();
-    headers::strip_request_hop_by_hop(&mut up_req);
-    up_req.remove_header(&http::header::ACCEPT_ENCODING);
-    headers::add_forwarding(&mut up_req, client_ip, false);
-    if !up_req.headers.contains_key(http::header::HOST) {
-        let _ = up_req.insert_header(http::header::HOST, cfg.upstream.authority());
-    }
-    up_req.set_version(http::Version::HTTP_11);
+    let default_host = cfg.upstream.authority();
+    let fwd = Forwarding {
+        client_ip,
+        tls: false,
+        candidate: true,
+        default_host: &default_host,
+    };
+    let mut up_req = match upstream_request(&req.header, &fwd) {
+        Ok(r) => r,
+        Err(e) => {
+            let e = io::Error::new(io::ErrorKind::InvalidInput, e);
+            return Err(Failure::Upstream(upstream_error(&e, "request")));
+        }
+    };
     if req.body == ReqBody::Chunked {
         let _ = up_req.insert_header(http::header::TRANSFER_ENCODING, "chunked");
     }
@@ -1211,7 +1215,6 @@ mod tests {
         assert!(r.expect_continue);
         assert!(r.header.headers.get("expect").is_none());
         assert_eq!(r.head_len, head.len() - "body".len());
-        assert!(parse_request(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").is_none());
         let r = parse_request(b"GET / HTTP/1.0\r\n\r\n").unwrap();
         assert!(!r.keepalive);
     }

@@ -128,6 +128,8 @@ impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
             return None;
         }
         let req = super::h1::parse_request(head)?;
+        // A target whose authority disagrees with its Host is refused by pingora's path (400).
+        pingora_core::protocols::http::authority::validate_request_authority(&req.header).ok()?;
         super::is_candidate(&self.shared.config, &req.header).then_some(req)
     }
 

@@ -78,6 +78,20 @@ pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
         .any(|v| contains_ignore_ascii_case(v.as_bytes(), b"text/event-stream"))
 }
 
+/// Whether an answer is a stream the relay carries: `text/event-stream`, a `2xx` that can
+/// carry a body (not 204 or 205), to a method other than `HEAD`. Anything else — a `HEAD`
+/// answer, a 204/205/304, a 404 that happens to carry the type — has no stream to relay and is
+/// passed through as the app sent it: framing it as a stream would add a body where HTTP
+/// forbids one, and EventSource gives up on a non-2xx answer anyway.
+pub fn is_stream_response(method: &http::Method, resp: &ResponseHeader) -> bool {
+    let status = resp.status.as_u16();
+    is_event_stream(resp)
+        && (200..300).contains(&status)
+        && status != 204
+        && status != 205
+        && method != http::Method::HEAD
+}
+
 /// Whether a response is an event stream: `text/event-stream`, any parameters, any case.
 pub fn is_event_stream(resp: &ResponseHeader) -> bool {
     resp.headers
@@ -93,6 +107,22 @@ pub fn is_event_stream(resp: &ResponseHeader) -> bool {
                 .eq_ignore_ascii_case(b"text/event-stream")
         })
         .unwrap_or(false)
+}
+
+/// Whether a comma-separated field value lists `token` (any case, parameters ignored).
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value.split(|b| *b == b',').any(|item| {
+        let name = item.split(|b| *b == b';').next().unwrap_or_default();
+        name.trim_ascii().eq_ignore_ascii_case(token)
+    })
+}
+
+/// Whether the `Connection` field lists `option`.
+pub fn connection_has(headers: &HeaderMap, option: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), option.as_bytes()))
 }
 
 fn contains_ignore_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
@@ -144,6 +174,39 @@ mod tests {
         r.insert_header("content-type", "text/event-streams")
             .unwrap();
         assert!(!is_event_stream(&r));
+    }
+
+    #[test]
+    fn only_bodied_2xx_answers_to_non_head_requests_are_streams() {
+        let get = http::Method::GET;
+        for (status, method, stream) in [
+            (200, &get, true),
+            (201, &get, true),
+            (200, &http::Method::POST, true),
+            (200, &http::Method::HEAD, false),
+            (204, &get, false),
+            (205, &get, false),
+            (304, &get, false),
+            (404, &get, false),
+            (503, &get, false),
+        ] {
+            let mut r = ResponseHeader::build(status, None).unwrap();
+            r.insert_header("content-type", "text/event-stream")
+                .unwrap();
+            assert_eq!(is_stream_response(method, &r), stream, "{method} {status}");
+        }
+        let plain = ResponseHeader::build(200, None).unwrap();
+        assert!(!is_stream_response(&get, &plain));
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(has_token(b"gzip, Trailers;q=0.5", b"trailers"));
+        assert!(!has_token(b"gzip, trailersx", b"trailers"));
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("keep-alive"));
+        h.append("connection", HeaderValue::from_static("Upgrade"));
+        assert!(connection_has(&h, "upgrade") && !connection_has(&h, "close"));
     }
 
     #[test]

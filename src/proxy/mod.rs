@@ -10,6 +10,7 @@ pub mod head;
 pub mod headers;
 pub mod relay;
 pub mod stream;
+pub mod upstream_request;
 pub mod workers;
 
 use crate::config::Config;
@@ -157,6 +158,16 @@ impl ProxyHttp for SidecarProxy {
     /// taken over here by the relay, which owns the whole exchange; everything else continues
     /// down pingora's normal path.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if upstream_request::answers_itself(session.req_header()) {
+            // `Max-Forwards: 0` on TRACE or OPTIONS: this hop is the final recipient.
+            let (resp, body) = final_recipient_answer(session.req_header())?;
+            ctx.status = resp.status.as_u16();
+            session.set_keepalive(None);
+            let ds = &mut session.downstream_session;
+            ds.write_response_header(Box::new(resp)).await?;
+            ds.write_response_body(body, true).await?;
+            return Ok(true);
+        }
         if !is_candidate(&self.shared.config, session.req_header()) {
             return Ok(false);
         }
@@ -175,8 +186,15 @@ impl ProxyHttp for SidecarProxy {
         req: &mut RequestHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
-        headers::add_forwarding(req, client_ip(session), is_tls(session));
-        Ok(())
+        let default_host = self.shared.config.upstream.authority();
+        let fwd = upstream_request::Forwarding {
+            client_ip: client_ip(session),
+            tls: is_tls(session),
+            candidate: false,
+            default_host: &default_host,
+        };
+        upstream_request::prepare(session.req_header(), req, &fwd)
+            .map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e.to_string()))
     }
 
     /// An event stream met on the normal path (its request gave no hint) still gets the SSE
@@ -188,7 +206,7 @@ impl ProxyHttp for SidecarProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.status = resp.status.as_u16();
-        if headers::is_event_stream(resp) {
+        if headers::is_stream_response(&session.req_header().method, resp) {
             ctx.sse = true;
             let chunked = session.req_header().version == http::Version::HTTP_11;
             headers::apply_sse_policy(resp, chunked);
@@ -310,9 +328,49 @@ pub(crate) fn access_log(
 }
 
 /// Whether a request is an SSE candidate: its `Accept` asks for an event stream, or its path
-/// is under `sse.paths`.
+/// is under `sse.paths`. A protocol upgrade (WebSocket) and the methods that never open a
+/// stream (`OPTIONS`, `TRACE`, `CONNECT`) are not, whatever they carry: they go down
+/// pingora's normal path, which passes an upgrade through to the app.
 pub(crate) fn is_candidate(config: &Config, req: &RequestHeader) -> bool {
+    use http::Method;
+    let never = [Method::OPTIONS, Method::TRACE, Method::CONNECT];
+    if never.contains(&req.method) || req.headers.contains_key(http::header::UPGRADE) {
+        return false;
+    }
     headers::accepts_event_stream(&req.headers) || config.is_sse_path(req.uri.path())
+}
+
+/// The answer of this hop as the final recipient of a TRACE or OPTIONS (RFC 9110 §9.3.7,
+/// §9.3.8): OPTIONS gets the methods it would forward; TRACE gets its request reflected as
+/// `message/http`, without the credentials it carried.
+fn final_recipient_answer(req: &RequestHeader) -> Result<(ResponseHeader, Bytes)> {
+    let mut resp = ResponseHeader::build(200, Some(4))?;
+    let body = if req.method == http::Method::TRACE {
+        let mut echo = b"TRACE ".to_vec();
+        echo.extend_from_slice(req.raw_path());
+        echo.extend_from_slice(b" HTTP/1.1\r\n");
+        let secret = ["cookie", "authorization", "proxy-authorization"];
+        for (name, value) in &req.headers {
+            if !secret.contains(&name.as_str()) {
+                echo.extend_from_slice(name.as_str().as_bytes());
+                echo.extend_from_slice(b": ");
+                echo.extend_from_slice(value.as_bytes());
+                echo.extend_from_slice(b"\r\n");
+            }
+        }
+        echo.extend_from_slice(b"\r\n");
+        resp.insert_header(http::header::CONTENT_TYPE, "message/http")?;
+        Bytes::from(echo)
+    } else {
+        resp.insert_header(
+            http::header::ALLOW,
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE",
+        )?;
+        Bytes::new()
+    };
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    Ok((resp, body))
 }
 
 /// Holds one of the `limits.max_streams` slots while a candidate is relayed.

@@ -8,6 +8,7 @@
 //! [`stream_loop`], anything else is passed through unchanged.
 
 use super::stream::{Downstream, UpstreamBody, UpstreamError, WriteError};
+use super::upstream_request::{self, Forwarding};
 use super::{
     classify_upstream_error, headers, status_text, Ctx, Shared, StreamSlot, StreamSummary,
 };
@@ -42,7 +43,15 @@ pub(crate) async fn run(shared: &Shared, session: &mut Session, ctx: &mut Ctx) {
         .await;
         return;
     };
-    let req = upstream_request(shared, session);
+    let req = match app_request(shared, session) {
+        Ok(req) => req,
+        Err(e) => {
+            ctx.status = 400;
+            ctx.error = Some(e.to_string());
+            let _ = write_plain(session, 400, Bytes::from("400 Bad Request\n")).await;
+            return;
+        }
+    };
     let up = match exchange(shared, session, &req).await {
         Ok(up) => up,
         Err(e) => return upstream_failed(shared, session, ctx, &e).await,
@@ -52,7 +61,7 @@ pub(crate) async fn run(shared: &Shared, session: &mut Session, ctx: &mut Ctx) {
         return upstream_failed(shared, session, ctx, &e).await;
     };
     ctx.status = resp.status.as_u16();
-    if headers::is_event_stream(&resp) {
+    if headers::is_stream_response(&session.req_header().method, &resp) {
         ctx.sse = true;
         stream(shared, session, ctx, up, resp).await;
     } else {
@@ -60,31 +69,17 @@ pub(crate) async fn run(shared: &Shared, session: &mut Session, ctx: &mut Ctx) {
     }
 }
 
-/// The request as the app should see it: hop-by-hop fields and `Accept-Encoding` removed (so
-/// the app's compression middleware never holds events back), forwarding fields added.
-fn upstream_request(shared: &Shared, session: &Session) -> RequestHeader {
-    let mut req = session.req_header().clone();
-    headers::strip_request_hop_by_hop(&mut req);
-    req.remove_header(&http::header::ACCEPT_ENCODING);
-    headers::add_forwarding(&mut req, super::client_ip(session), super::is_tls(session));
-    if !req.headers.contains_key(http::header::HOST) {
-        // h2 carries the authority in the URI; HTTP/1.0 may carry none at all.
-        let host = req
-            .uri
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| shared.config.upstream.authority());
-        let _ = req.insert_header(http::header::HOST, host);
-    }
-    req.set_version(http::Version::HTTP_11);
-    if let Some(pq) = req.uri.path_and_query().cloned() {
-        // Origin-form on the wire, whatever form the client used.
-        let _ = http::Uri::builder()
-            .path_and_query(pq)
-            .build()
-            .map(|uri| req.set_uri(uri));
-    }
-    req
+/// The request as the app should see it (see [`upstream_request::prepare`]).
+fn app_request(shared: &Shared, session: &Session) -> Result<RequestHeader> {
+    let default_host = shared.config.upstream.authority();
+    let fwd = Forwarding {
+        client_ip: super::client_ip(session),
+        tls: super::is_tls(session),
+        candidate: true,
+        default_host: &default_host,
+    };
+    upstream_request::upstream_request(session.req_header(), &fwd)
+        .map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e.to_string()))
 }
 
 /// Connects, sends the request and reads the response header.

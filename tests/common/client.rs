@@ -213,6 +213,19 @@ impl Conn {
         }
     }
 
+    /// Reads raw bytes (after a head: an upgraded connection) until `n` arrived or `timeout`.
+    pub async fn read_at_least_raw(&mut self, n: usize, timeout: Duration) -> Vec<u8> {
+        let end = tokio::time::Instant::now() + timeout;
+        while self.buf.len() < n {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            match self.fill(left).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        std::mem::take(&mut self.buf)
+    }
+
     /// Closes with a FIN (normal close).
     pub fn close_fin(self) {
         drop(self.stream);
