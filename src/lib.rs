@@ -5,40 +5,43 @@
 //!
 //! - [`cli`]: clap definitions only.
 //! - [`config`]: layered (defaults < file < env < flags) and validated configuration.
-//! - [`proxy`]: the head guard, the lean HTTP/1 relay and the pingora-session relay, the
-//!   shared stream loop, the `ProxyHttp` implementation, header policy, graceful drain.
-//! - [`sse`]: the byte-level boundary tracker and the blocks the relay may inject.
+//! - `proxy`: everything between the listener and the app; `docs/ARCHITECTURE.md` walks a
+//!   chunk's path through it, for both relays.
+//! - [`sse`]: the byte-level framer and the blocks the relay may inject.
 //! - [`metrics`]: every metric name, help text and bucket.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own listener.
 //! - [`server`]: wires the above into a pingora `Server`.
+//! - `sys`: the system calls no safe wrapper covers — the one module allowed `unsafe`.
 //!
 //! # How a request flows
 //!
-//! pingora accepts connections on the listen port. [`proxy::head::HeadGuard`] reads each
-//! request head first (under one deadline, at most 64 KiB, rejecting smuggling shapes) and
-//! routes it:
+//! pingora accepts connections on the listen port. The head guard reads each request head
+//! first (under one deadline, at most 64 KiB, rejecting smuggling shapes) and routes it:
 //!
 //! - an *SSE candidate* (its `Accept` names `text/event-stream`, or its path is under
-//!   `sse.paths`) on plain-TCP HTTP/1 leaves pingora's connection task for the lean relay
-//!   ([`proxy::h1`]), which speaks HTTP/1.1 on raw sockets: each stream's setup runs on a
-//!   thread-per-core tokio runtime ([`proxy::workers`]), and once its head is written a
-//!   per-core epoll loop ([`proxy::engine`]) relays its events and heartbeats;
-//! - an SSE candidate over h2 or TLS is taken over in pingora's `request_filter` by
-//!   [`proxy::relay`], which uses pingora's sessions and connector;
+//!   `sse.paths`) on plain-TCP HTTP/1 leaves pingora's connection task for the lean relay,
+//!   which speaks HTTP/1.1 on raw sockets: each stream is set up on a thread-per-core tokio
+//!   runtime, and once its head is written a per-core epoll loop relays its events and
+//!   heartbeats;
+//! - an SSE candidate over h2 or TLS is taken over in pingora's `request_filter` by the
+//!   session relay, which uses pingora's sessions and connector;
 //! - everything else goes down pingora's normal proxy path, where an event-stream response
-//!   still gets the header policy ([`proxy::headers`]).
+//!   still gets the header policy.
 //!
-//! Both relays run the same stream loop ([`proxy::stream`]): one `select!` over the client
-//! leaving, the app's next bytes, a timer (heartbeats, idle timeout, scheduled close) and the
-//! drain signal, with the [`sse::Framer`] saying where a block may be injected. The lean
-//! relay's epoll loop does only the common case itself (a chunk in, the same bytes framed
-//! out; a heartbeat at a boundary) and hands the stream to that loop, with its
-//! [`proxy::stream::Progress`], for everything else.
+//! Both relays run the same stream code: one `select!` over the client leaving, the app's
+//! next bytes, a timer (heartbeats, idle timeout, scheduled close) and the drain signal, with
+//! the [`sse::Framer`] saying where a block may be injected. The lean relay's epoll loop does
+//! only the common case itself (a chunk in, the same bytes framed out; a heartbeat at a
+//! boundary), through the same steps, and hands the stream back for everything else.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod metrics;
-pub mod proxy;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
+mod random;
 pub mod server;
 pub mod sse;
+mod sys;

@@ -15,7 +15,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 
 /// Why a stream ended: the `outcome` label of `sse_sidecar_streams_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The app ended the response normally.
     Completed = 0,
     /// The client went away first.
@@ -34,7 +34,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in label-array order.
-    pub const ALL: [Outcome; 7] = [
+    pub(crate) const ALL: [Outcome; 7] = [
         Outcome::Completed,
         Outcome::ClientClosed,
         Outcome::UpstreamError,
@@ -45,7 +45,7 @@ impl Outcome {
     ];
 
     /// The label value.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Outcome::Completed => "completed",
             Outcome::ClientClosed => "client_closed",
@@ -60,7 +60,7 @@ impl Outcome {
 
 /// What kind of request was answered: the `kind` label of `sse_sidecar_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Answered with a `text/event-stream` response.
     Sse = 0,
     /// Anything else.
@@ -69,10 +69,10 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in label-array order.
-    pub const ALL: [Kind; 2] = [Kind::Sse, Kind::Other];
+    pub(crate) const ALL: [Kind; 2] = [Kind::Sse, Kind::Other];
 
     /// The label value.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Kind::Sse => "sse",
             Kind::Other => "other",
@@ -86,7 +86,7 @@ const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Why talking to the upstream failed: the `reason` label of
 /// `sse_sidecar_upstream_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UpstreamErrorReason {
+pub(crate) enum UpstreamErrorReason {
     /// TCP (or TLS) connection could not be established.
     Connect = 0,
     /// A connect, read or write timeout fired.
@@ -99,7 +99,7 @@ pub enum UpstreamErrorReason {
 
 impl UpstreamErrorReason {
     /// Every reason, in label-array order.
-    pub const ALL: [UpstreamErrorReason; 4] = [
+    pub(crate) const ALL: [UpstreamErrorReason; 4] = [
         UpstreamErrorReason::Connect,
         UpstreamErrorReason::Timeout,
         UpstreamErrorReason::Reset,
@@ -107,7 +107,7 @@ impl UpstreamErrorReason {
     ];
 
     /// The label value.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             UpstreamErrorReason::Connect => "connect",
             UpstreamErrorReason::Timeout => "timeout",
@@ -147,7 +147,7 @@ const STREAM_DURATION_BUCKETS: &[f64] = &[
 
 /// All sidecar metrics, registered in one registry.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     streams_active: IntGauge,
     streams_total: [IntCounter; Outcome::ALL.len()],
     events_total: IntCounter,
@@ -168,7 +168,7 @@ impl Metrics {
     ///
     /// Fails if any name is already registered there, e.g. when called twice
     /// with the same registry.
-    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub(crate) fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let streams_active = IntGauge::new(
             "sse_sidecar_streams_active",
             "SSE streams currently being relayed.",
@@ -284,7 +284,7 @@ impl Metrics {
     /// gauge comes back down on every path (errors and panics included).
     #[inline]
     #[must_use = "the stream counts as active only while the guard lives"]
-    pub fn stream_started(&self) -> ActiveStreamGuard {
+    pub(crate) fn stream_started(&self) -> ActiveStreamGuard {
         self.streams_active.inc();
         ActiveStreamGuard {
             gauge: self.streams_active.clone(),
@@ -294,67 +294,67 @@ impl Metrics {
     /// Records how a stream ended and how long it lived. Call once per stream;
     /// the active gauge is handled by [`ActiveStreamGuard`].
     #[inline]
-    pub fn stream_finished(&self, outcome: Outcome, duration: Duration) {
+    pub(crate) fn stream_finished(&self, outcome: Outcome, duration: Duration) {
         self.streams_total[outcome as usize].inc();
         self.stream_duration_seconds.observe(duration.as_secs_f64());
     }
 
     /// Counts `n` application events relayed.
     #[inline]
-    pub fn events_relayed(&self, n: u64) {
+    pub(crate) fn events_relayed(&self, n: u64) {
         self.events_total.inc_by(n);
     }
 
     /// Counts `n` bytes written to an SSE client (app bytes and injected blocks).
     #[inline]
-    pub fn stream_bytes_written(&self, n: u64) {
+    pub(crate) fn stream_bytes_written(&self, n: u64) {
         self.stream_bytes_total.inc_by(n);
     }
 
     /// Counts one injected heartbeat.
     #[inline]
-    pub fn heartbeat_sent(&self) {
+    pub(crate) fn heartbeat_sent(&self) {
         self.heartbeats_total.inc();
     }
 
     /// Records the latency the sidecar added to one event (upstream read →
     /// downstream write).
     #[inline]
-    pub fn observe_event_delay(&self, delay: Duration) {
+    pub(crate) fn observe_event_delay(&self, delay: Duration) {
         self.event_delay_seconds.observe(delay.as_secs_f64());
     }
 
     /// Records request received → first application event written.
     #[inline]
-    pub fn observe_time_to_first_event(&self, elapsed: Duration) {
+    pub(crate) fn observe_time_to_first_event(&self, elapsed: Duration) {
         self.time_to_first_event_seconds
             .observe(elapsed.as_secs_f64());
     }
 
     /// Records the gap since the previous upstream read on the same stream.
     #[inline]
-    pub fn observe_upstream_silence(&self, gap: Duration) {
+    pub(crate) fn observe_upstream_silence(&self, gap: Duration) {
         self.upstream_silence_seconds.observe(gap.as_secs_f64());
     }
 
     /// Counts one answered request. Statuses outside 100..=599 are counted in
     /// the nearest class (below 200 → `1xx`, from 500 up → `5xx`).
     #[inline]
-    pub fn request(&self, kind: Kind, status: u16) {
+    pub(crate) fn request(&self, kind: Kind, status: u16) {
         let class = usize::from(status / 100).clamp(1, CODE_CLASSES.len()) - 1;
         self.requests_total[kind as usize][class].inc();
     }
 
     /// Counts one failure talking to the app.
     #[inline]
-    pub fn upstream_error(&self, reason: UpstreamErrorReason) {
+    pub(crate) fn upstream_error(&self, reason: UpstreamErrorReason) {
         self.upstream_errors_total[reason as usize].inc();
     }
 }
 
 /// Keeps `sse_sidecar_streams_active` raised while alive; see [`Metrics::stream_started`].
 #[derive(Debug)]
-pub struct ActiveStreamGuard {
+pub(crate) struct ActiveStreamGuard {
     // A clone of the gauge (an `Arc` inside), so the guard can live in a
     // per-request context without borrowing `Metrics`.
     gauge: IntGauge,

@@ -5,9 +5,11 @@ use crate::admin::{AdminService, Readiness};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::drain::DrainService;
-use crate::proxy::head::HeadGuard;
-use crate::proxy::workers::Workers;
-use crate::proxy::{Shared, SidecarProxy};
+use crate::proxy::head_guard::HeadGuard;
+use crate::proxy::lean::workers::Workers;
+use crate::proxy::service::SidecarProxy;
+use crate::proxy::shared::Shared;
+use crate::proxy::trim::TrimService;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
@@ -135,14 +137,14 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     server.add_service(background_service(
         "drain",
         DrainService {
-            shared: shared.clone(),
+            drain: shared.drain.clone(),
             on_drain,
         },
     ));
     server.add_service(background_service(
         "malloc-trim",
-        crate::proxy::drain::TrimService {
-            shared: shared.clone(),
+        TrimService {
+            drain: shared.drain.clone(),
         },
     ));
     if let Some(listener) = admin_listener {

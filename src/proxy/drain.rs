@@ -8,22 +8,22 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tracing::info;
 
 /// Shared drain state: the in-flight count and the "draining" signal.
-pub struct Drain {
+pub(crate) struct Drain {
     in_flight: Arc<AtomicUsize>,
-    /// Highest in-flight count since [`TrimService`] last looked: a burst that opens and
+    /// Highest in-flight count since the trim service last looked: a burst that opens and
     /// closes between two of its ticks is still seen.
     high_water: AtomicUsize,
     draining: AtomicBool,
     /// The tasks waiting for the drain, one slot per [`DrainSignal`] that has been polled.
     waiters: Mutex<Waiters>,
-    pub config: Shutdown,
+    pub(crate) config: Shutdown,
 }
 
 /// A slab of wakers: a stream registers once and keeps its slot until it ends.
@@ -34,7 +34,7 @@ struct Waiters {
 }
 
 /// Counts a request as in flight until dropped.
-pub struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight(Arc<AtomicUsize>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -43,7 +43,7 @@ impl Drop for InFlight {
 }
 
 impl Drain {
-    pub fn new(config: Shutdown) -> Drain {
+    pub(crate) fn new(config: Shutdown) -> Drain {
         Drain {
             in_flight: Arc::new(AtomicUsize::new(0)),
             high_water: AtomicUsize::new(0),
@@ -53,18 +53,23 @@ impl Drain {
         }
     }
 
-    pub fn in_flight(&self) -> InFlight {
+    pub(crate) fn in_flight(&self) -> InFlight {
         let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         self.high_water.fetch_max(now, Ordering::Relaxed);
         InFlight(self.in_flight.clone())
     }
 
-    pub fn in_flight_count(&self) -> usize {
+    pub(crate) fn in_flight_count(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
+    /// The highest in-flight count since the last call, which restarts from `now`.
+    pub(crate) fn take_high_water(&self, now: usize) -> usize {
+        self.high_water.swap(now, Ordering::Relaxed)
+    }
+
     /// A future that resolves once draining has started.
-    pub fn signal(&self) -> DrainSignal<'_> {
+    pub(crate) fn signal(&self) -> DrainSignal<'_> {
         DrainSignal {
             drain: self,
             slot: None,
@@ -72,12 +77,12 @@ impl Drain {
         }
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
     /// Starts draining and wakes every stream waiting for it.
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         self.draining.store(true, Ordering::Release);
         let wakers: Vec<Waker> = {
             let mut w = self.lock_waiters();
@@ -95,14 +100,14 @@ impl Drain {
 
     /// When this stream should close, measured from the start of the drain: spread uniformly
     /// over the drain window so clients do not all reconnect in the same instant.
-    pub fn close_offset(&self) -> Duration {
-        self.config.drain_window.mul_f64(random_unit())
+    pub(crate) fn close_offset(&self) -> Duration {
+        self.config.drain_window.mul_f64(crate::random::unit())
     }
 
     /// The reconnect hint for a closing stream: the base plus up to 50 % jitter, in ms.
-    pub fn retry_ms(&self, base: Duration) -> u64 {
+    pub(crate) fn retry_ms(&self, base: Duration) -> u64 {
         let base = base.as_millis() as f64;
-        (base * (1.0 + 0.5 * random_unit())) as u64
+        (base * (1.0 + 0.5 * crate::random::unit())) as u64
     }
 }
 
@@ -111,7 +116,7 @@ impl Drain {
 /// only to register (once per stream, or when the task's waker changes) and to unregister.
 /// (`tokio::sync::watch` takes its process-wide lock on every poll of `changed()`, which two
 /// relay threads then pass back and forth on every event.)
-pub struct DrainSignal<'a> {
+pub(crate) struct DrainSignal<'a> {
     drain: &'a Drain,
     slot: Option<usize>,
     /// The waker registered in `slot`.
@@ -166,28 +171,11 @@ impl Drop for DrainSignal<'_> {
     }
 }
 
-/// A cheap, well-spread random number in [0, 1); no crate needed for jitter.
-pub fn random_unit() -> f64 {
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-    if x == 0 {
-        x = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        STATE.store(x, Ordering::Relaxed);
-    }
-    // splitmix64 finaliser
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^= x >> 31;
-    (x >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// Watches pingora's shutdown signal; starts the drain and exits once nothing is in flight.
-pub struct DrainService {
-    pub shared: Arc<super::Shared>,
+pub(crate) struct DrainService {
+    pub(crate) drain: Arc<Drain>,
     /// Called when draining starts (flips `/readyz`).
-    pub on_drain: Box<dyn Fn() + Send + Sync>,
+    pub(crate) on_drain: Box<dyn Fn() + Send + Sync>,
 }
 
 #[async_trait]
@@ -196,7 +184,7 @@ impl BackgroundService for DrainService {
         if !*shutdown.borrow() && shutdown.changed().await.is_err() {
             return;
         }
-        let drain = &self.shared.drain;
+        let drain = &self.drain;
         let started = Instant::now();
         let window = drain.config.drain_window;
         info!(
@@ -219,42 +207,6 @@ impl BackgroundService for DrainService {
                     "drain complete, exiting"
                 );
                 std::process::exit(0);
-            }
-        }
-    }
-}
-
-/// Gives freed heap back to the OS once a burst of streams has ended. glibc keeps freed chunks
-/// in its per-thread arenas, so without this RSS stays at the peak of the largest burst
-/// (measured: 2,000 streams leaving left 8 MiB resident until `malloc_trim`).
-pub struct TrimService {
-    pub shared: Arc<super::Shared>,
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-extern "C" {
-    fn malloc_trim(pad: usize) -> std::ffi::c_int;
-}
-
-#[async_trait]
-impl BackgroundService for TrimService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let drain = &self.shared.drain;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            let now = drain.in_flight_count();
-            let peak = drain.high_water.swap(now, Ordering::Relaxed);
-            // Only after a real drop: trimming walks every arena.
-            if peak >= now + 256 {
-                #[cfg(all(target_os = "linux", target_env = "gnu"))]
-                // SAFETY: malloc_trim has no preconditions; it only releases free pages.
-                unsafe {
-                    malloc_trim(0);
-                }
             }
         }
     }

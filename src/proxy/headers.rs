@@ -33,7 +33,7 @@ fn nominated(headers: &HeaderMap) -> Vec<HeaderName> {
 
 /// Removes hop-by-hop fields from a request header, keeping the protected ones a client
 /// must not be able to strip by nominating them (`Host`).
-pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
+pub(crate) fn strip_request_hop_by_hop(req: &mut RequestHeader) {
     for name in nominated(&req.headers) {
         if name != header::HOST {
             req.remove_header(&name);
@@ -45,7 +45,7 @@ pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
 }
 
 /// Removes hop-by-hop fields from a response header.
-pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+pub(crate) fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     for name in nominated(&resp.headers) {
         resp.remove_header(&name);
     }
@@ -55,7 +55,11 @@ pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
 }
 
 /// Appends the client's address to `X-Forwarded-For` and sets `X-Forwarded-Proto`.
-pub fn add_forwarding(req: &mut RequestHeader, client_ip: Option<std::net::IpAddr>, tls: bool) {
+pub(crate) fn add_forwarding(
+    req: &mut RequestHeader,
+    client_ip: Option<std::net::IpAddr>,
+    tls: bool,
+) {
     if let Some(ip) = client_ip {
         let value = match req
             .headers
@@ -71,7 +75,7 @@ pub fn add_forwarding(req: &mut RequestHeader, client_ip: Option<std::net::IpAdd
 }
 
 /// Whether a header map's `Accept` asks for an event stream.
-pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
+pub(crate) fn accepts_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
@@ -83,7 +87,7 @@ pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
 /// answer, a 204/205/304, a 404 that happens to carry the type — has no stream to relay and is
 /// passed through as the app sent it: framing it as a stream would add a body where HTTP
 /// forbids one, and EventSource gives up on a non-2xx answer anyway.
-pub fn is_stream_response(method: &http::Method, resp: &ResponseHeader) -> bool {
+pub(crate) fn is_stream_response(method: &http::Method, resp: &ResponseHeader) -> bool {
     let status = resp.status.as_u16();
     is_event_stream(resp)
         && (200..300).contains(&status)
@@ -93,7 +97,7 @@ pub fn is_stream_response(method: &http::Method, resp: &ResponseHeader) -> bool 
 }
 
 /// Whether a response is an event stream: `text/event-stream`, any parameters, any case.
-pub fn is_event_stream(resp: &ResponseHeader) -> bool {
+pub(crate) fn is_event_stream(resp: &ResponseHeader) -> bool {
     resp.headers
         .get(header::CONTENT_TYPE)
         .map(|v| {
@@ -110,7 +114,7 @@ pub fn is_event_stream(resp: &ResponseHeader) -> bool {
 }
 
 /// Whether a comma-separated field value lists `token` (any case, parameters ignored).
-pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
     value.split(|b| *b == b',').any(|item| {
         let name = item.split(|b| *b == b';').next().unwrap_or_default();
         name.trim_ascii().eq_ignore_ascii_case(token)
@@ -118,7 +122,7 @@ pub fn has_token(value: &[u8], token: &[u8]) -> bool {
 }
 
 /// Whether the `Connection` field lists `option`.
-pub fn connection_has(headers: &HeaderMap, option: &str) -> bool {
+pub(crate) fn connection_has(headers: &HeaderMap, option: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
@@ -132,7 +136,7 @@ fn contains_ignore_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
 
 /// The SSE response policy: no caching or transforming proxies, no nginx buffering, no
 /// length (the body is open-ended), and chunked framing when the client speaks HTTP/1.1.
-pub fn apply_sse_policy(resp: &mut ResponseHeader, chunked: bool) {
+pub(crate) fn apply_sse_policy(resp: &mut ResponseHeader, chunked: bool) {
     let mut directives: Vec<String> = resp
         .headers
         .get_all(header::CACHE_CONTROL)

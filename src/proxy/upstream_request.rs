@@ -12,12 +12,31 @@ use std::net::IpAddr;
 
 /// What the builder needs to know about the connection a request came on.
 pub(crate) struct Forwarding<'a> {
-    pub client_ip: Option<IpAddr>,
-    pub tls: bool,
+    pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) tls: bool,
     /// An SSE candidate: `Accept-Encoding` is removed so the app never compresses the stream.
-    pub candidate: bool,
+    pub(crate) candidate: bool,
     /// `Host` for a request that carries none (HTTP/1.0): the upstream's authority.
-    pub default_host: &'a str,
+    pub(crate) default_host: &'a str,
+}
+
+impl Forwarding<'_> {
+    /// For a request that came through pingora's listener.
+    pub(crate) fn of<'a>(
+        session: &pingora_proxy::Session,
+        candidate: bool,
+        default_host: &'a str,
+    ) -> Forwarding<'a> {
+        Forwarding {
+            client_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            candidate,
+            default_host,
+        }
+    }
 }
 
 /// A request that cannot be forwarded as it is.

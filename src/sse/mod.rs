@@ -3,7 +3,7 @@
 //! The relay never parses events; it only needs to know *where* it may add
 //! bytes without changing what a client parses (DESIGN §2):
 //!
-//! - [`Framer`] (in `tracker.rs`) watches every forwarded chunk, finds line
+//! - [`Framer`] watches every forwarded chunk, finds line
 //!   ends with `memchr2`, and says whether the stream is between events
 //!   ([`Framer::at_boundary`]). It also counts dispatched events and drops a
 //!   leading UTF-8 BOM when the sidecar wrote something before the app's
@@ -14,7 +14,7 @@
 //! Everything works on bytes: payloads are never decoded or copied.
 
 mod blocks;
-mod tracker;
+mod framer;
 
 pub use blocks::{comment_block, open_block, retry_block, validate_comment};
-pub use tracker::{Forwarded, Framer};
+pub use framer::{Forwarded, Framer};

@@ -1,4 +1,4 @@
-//! Request-head guard in front of pingora's HTTP app: a client must send its whole request
+//! The request-head guard in front of pingora's HTTP app: a client must send its whole request
 //! header within `limits.header_read_timeout` and in at most [`MAX_HEAD`] bytes, and the head
 //! must be unambiguous HTTP/1 (no request smuggling) — or the h2c preface.
 //!
@@ -9,6 +9,11 @@
 //! the h2 preface, it also routes h2c and HTTP/1 to two instances of the app: pingora's own h2c
 //! sniffing reads 24 bytes and would hang on a shorter HTTP/1 request.
 
+use crate::proxy::answers::Answer;
+use crate::proxy::http1::request::{parse_request, Request};
+use crate::proxy::lean::workers::Workers;
+use crate::proxy::service::is_candidate;
+use crate::proxy::shared::Shared;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
@@ -20,21 +25,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// Largest request head accepted; larger heads get `431`.
-pub const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 
 /// How long a kept-alive connection may sit idle before its next request starts.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
-pub struct HeadGuard<A> {
+pub(crate) struct HeadGuard<A> {
     /// The event loops lean streams run on.
-    pub workers: super::workers::Workers,
-    /// For routing SSE candidates to the lean HTTP/1 relay ([`super::h1`]).
-    pub shared: Arc<super::Shared>,
+    pub(crate) workers: Workers,
+    /// For routing SSE candidates to the lean HTTP/1 relay ([`crate::proxy::lean`]).
+    pub(crate) shared: Arc<Shared>,
     /// The app for HTTP/1 (and TLS, where ALPN picks the protocol).
-    pub h1: Arc<A>,
+    pub(crate) h1: Arc<A>,
     /// The same app with h2c enabled, for connections that open with the h2 preface.
-    pub h2c: Arc<A>,
-    pub timeout: Duration,
+    pub(crate) h2c: Arc<A>,
+    pub(crate) timeout: Duration,
 }
 
 enum Head {
@@ -90,25 +95,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
                 self.h2c.process_new(tcp, shutdown).await
             }
             Head::Invalid(why) => {
-                reject(&mut tcp, "400 Bad Request", &why).await;
+                reject(&mut tcp, 400, &why).await;
                 None
             }
             Head::TooLarge => {
-                reject(
-                    &mut tcp,
-                    "431 Request Header Fields Too Large",
-                    "request header over 64 KiB",
-                )
-                .await;
+                reject(&mut tcp, 431, "request header over 64 KiB").await;
                 None
             }
             Head::TimedOut => {
-                reject(
-                    &mut tcp,
-                    "408 Request Timeout",
-                    "request header not received in time",
-                )
-                .await;
+                reject(&mut tcp, 408, "request header not received in time").await;
                 None
             }
             Head::Closed => None,
@@ -123,26 +118,28 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
 
 impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
     /// A request the lean relay takes: an SSE candidate over HTTP/1 to a plain-HTTP app.
-    fn lean_candidate(&self, head: &[u8]) -> Option<super::h1::Request> {
+    fn lean_candidate(&self, head: &[u8]) -> Option<Request> {
         if self.shared.config.upstream.tls {
             return None;
         }
-        let req = super::h1::parse_request(head)?;
+        let req = parse_request(head)?;
         // A target whose authority disagrees with its Host is refused by pingora's path (400).
         pingora_core::protocols::http::authority::validate_request_authority(&req.header).ok()?;
-        super::is_candidate(&self.shared.config, &req.header).then_some(req)
+        is_candidate(&self.shared.config, &req.header).then_some(req)
     }
 
     async fn serve_lean(
         self: Arc<Self>,
         sock: tokio::net::TcpStream,
-        req: Box<super::h1::Request>,
+        req: Box<Request>,
         head: Vec<u8>,
         shutdown: ShutdownWatch,
     ) {
         let rest = bytes::Bytes::copy_from_slice(&head[req.head_len..]);
         drop(head);
-        let Some((sock, rest)) = super::h1::serve(&self.shared, sock, req, rest).await else {
+        let Some((sock, rest)) =
+            crate::proxy::lean::serve::serve(&self.shared, sock, req, rest).await
+        else {
             return;
         };
         // Kept alive: the next request on this connection is routed like a new one.
@@ -157,11 +154,9 @@ impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
 
 /// A socket of our own for the connection pingora accepted (a `dup` of its descriptor).
 fn detach(tcp: &L4Stream) -> std::io::Result<std::net::TcpStream> {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    // SAFETY: the descriptor belongs to `tcp`, which is alive for this whole call; we only
-    // duplicate it.
-    let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned()?;
-    let sock = std::net::TcpStream::from(fd);
+    use std::os::fd::AsRawFd;
+    // `tcp` is alive for this whole call.
+    let sock = crate::sys::dup_socket(tcp.as_raw_fd())?;
     sock.set_nonblocking(true)?;
     sock.set_nodelay(true)?;
     Ok(sock)
@@ -260,19 +255,15 @@ fn head_end(bytes: &[u8]) -> bool {
     bytes.windows(4).any(|w| w == b"\r\n\r\n") || bytes.windows(2).any(|w| w == b"\n\n")
 }
 
-async fn reject(tcp: &mut L4Stream, status: &str, why: &str) {
-    let body = format!("{status}: {why}\n");
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+async fn reject(tcp: &mut L4Stream, status: u16, why: &str) {
+    let wire = Answer::plain(status, Some(why)).h1_wire();
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = tcp.write_all(resp.as_bytes()).await;
+        let _ = tcp.write_all(&wire).await;
         let _ = tcp.flush().await;
         let _ = tcp.shutdown().await;
     })
     .await;
-    tracing::info!(target: "access", status = &status[..3], error = why, "request rejected");
+    tracing::info!(target: "access", status, error = why, "request rejected");
 }
 
 #[cfg(test)]

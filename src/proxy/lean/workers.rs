@@ -2,30 +2,27 @@
 //!
 //! pingora's service runtime is work-stealing: the thread that sees a socket become ready
 //! often wakes another to run the task, and every such hop costs a futex wake and a context
-//! switch. An SSE event is tiny, so that hop was most of its cost (measured, 1,000 streams ×
-//! 10 events/s: 21.7 µs of CPU per event with pingora's 2-thread runtime, 15.9 µs on one
-//! thread; nginx 17.2 µs). Here each worker thread runs its own single-threaded runtime with
-//! its own epoll; a stream's sockets, timer and task all live on one thread. Each worker has a
-//! partner [`Engine`] thread: once a stream's head is written, the engine's epoll loop carries
-//! it (see [`super::engine`]); the worker's runtime sets streams up and finishes them.
+//! switch. An SSE event is tiny, so that hop was most of its cost (the measurements are in the
+//! README's benchmark section). Here each worker thread runs its own single-threaded runtime
+//! with its own epoll; a stream's sockets, timer and task all live on one thread. Each worker
+//! has a partner event-loop thread: once a stream's head is written, that loop carries it
+//! (see [`super::event_loop`]); the worker's runtime sets streams up and finishes them.
 //!
 //! Placement: a new stream goes to the worker with the fewest open streams, ties broken at
 //! random. Plain round robin follows arrival order, and arrival order correlates with when a
 //! stream's events come: clients that connect at a steady pace to an app that emits on a
 //! fixed period land with the same phase every k-th connection, and round robin then puts
 //! every stream of a phase on one worker, so each burst queues on one core while the other
-//! idles (measured: 1,000 streams started 5 ms apart, 10 events/s each, i.e. 20 bursts of 50
-//! events per 100 ms — p50 1,073 µs with round robin, 403–460 µs with random ties).
+//! idles.
 
-use super::drain::random_unit;
-use super::engine::Engine;
-use super::Shared;
+use super::event_loop::Mailbox;
+use crate::proxy::shared::Shared;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::runtime::Handle;
 
-pub struct Workers {
+pub(crate) struct Workers {
     workers: Vec<Worker>,
 }
 
@@ -36,10 +33,10 @@ struct Worker {
 
 impl Workers {
     /// Starts `n` worker threads, each running a current-thread runtime until the process exits.
-    pub fn start(n: usize, shared: Arc<Shared>) -> std::io::Result<Workers> {
+    pub(crate) fn start(n: usize, shared: Arc<Shared>) -> std::io::Result<Workers> {
         let mut workers = Vec::with_capacity(n);
         for i in 0..n.max(1) {
-            let engine = Engine::start(i, shared.clone())?;
+            let mailbox = Mailbox::start(i, shared.clone())?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -50,7 +47,7 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("sse-relay-{i}"))
                 .spawn(move || {
-                    Engine::set_current(engine);
+                    Mailbox::set_current(mailbox);
                     runtime.block_on(std::future::pending::<()>())
                 })?;
         }
@@ -61,9 +58,9 @@ impl Workers {
     /// gets the stream's [`Open`] count and must hold it for as long as the stream lives.
     ///
     /// The guard is handed in rather than wrapped around the future: an `async` wrapper that
-    /// awaits a captured future stores it twice (the capture and the awaited copy), which
-    /// measured 5.1 KiB per idle stream instead of 3.0.
-    pub fn spawn<F, T>(&self, task: T)
+    /// awaits a captured future stores it twice (the capture and the awaited copy), and the
+    /// task lives as long as its stream.
+    pub(crate) fn spawn<F, T>(&self, task: T)
     where
         F: Future<Output = ()> + Send + 'static,
         T: FnOnce(Open) -> F,
@@ -75,7 +72,7 @@ impl Workers {
 }
 
 /// Counts one stream on its worker for as long as the stream's task holds it.
-pub struct Open(Arc<AtomicUsize>);
+pub(crate) struct Open(Arc<AtomicUsize>);
 
 impl Open {
     fn new(count: Arc<AtomicUsize>) -> Open {
@@ -96,7 +93,7 @@ fn pick(counts: impl ExactSizeIterator<Item = usize>) -> usize {
     if n <= 1 {
         return 0;
     }
-    let start = ((random_unit() * n as f64) as usize).min(n - 1);
+    let start = ((crate::random::unit() * n as f64) as usize).min(n - 1);
     // Least count first, then least distance from `start` around the ring: a random tie.
     let (_, rank) = counts
         .enumerate()

@@ -31,7 +31,7 @@ enum State {
 
 /// Why a chunked body could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ChunkedError {
+pub(crate) enum ChunkedError {
     #[error("invalid chunk size")]
     InvalidSize,
     #[error("chunk size line too long")]
@@ -42,7 +42,7 @@ pub enum ChunkedError {
 
 /// A streaming `Transfer-Encoding: chunked` decoder.
 #[derive(Debug, Clone)]
-pub struct ChunkedDecoder {
+pub(crate) struct ChunkedDecoder {
     state: State,
     line_len: usize,
 }
@@ -60,14 +60,14 @@ impl Default for ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// Decodes as much of `input` as belongs to the body, calling `data` with each payload
     /// slice (zero-copy). Returns how many bytes of `input` the body used; bytes after the end
     /// of the body are left for the caller.
-    pub fn decode(
+    pub(crate) fn decode(
         &mut self,
         input: &Bytes,
         mut data: impl FnMut(Bytes),
@@ -185,13 +185,13 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// The size line of one chunk (`1a\r\n`), rendered without allocating.
-pub struct ChunkHead {
+pub(crate) struct ChunkHead {
     buf: [u8; 18],
     len: u8,
 }
 
 impl ChunkHead {
-    pub fn new(size: usize) -> ChunkHead {
+    pub(crate) fn new(size: usize) -> ChunkHead {
         let mut buf = [0u8; 18];
         let mut digits = [0u8; 16];
         let mut n = size;
@@ -215,13 +215,13 @@ impl ChunkHead {
         }
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]
     }
 }
 
 /// Drops `n` bytes from the front of a list of buffers (after a partial vectored write).
-pub fn advance(bufs: &mut [&[u8]], mut n: usize) {
+pub(crate) fn advance(bufs: &mut [&[u8]], mut n: usize) {
     for b in bufs.iter_mut() {
         if n == 0 {
             break;
@@ -229,6 +229,16 @@ pub fn advance(bufs: &mut [&[u8]], mut n: usize) {
         let take = n.min(b.len());
         b.advance(take);
         n -= take;
+    }
+}
+
+/// The parts of one body write: a chunk's size line, its data and the CRLF, or (a body
+/// delimited by length or by the connection's end) the data alone.
+pub(crate) fn body_parts<'a>(head: &'a ChunkHead, data: &'a [u8], chunked: bool) -> [&'a [u8]; 3] {
+    if chunked {
+        [head.as_bytes(), data, b"\r\n"]
+    } else {
+        [data, &[], &[]]
     }
 }
 

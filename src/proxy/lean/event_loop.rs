@@ -12,17 +12,24 @@
 //! The loop owns only the steady state. Anything else — the client closing or sending bytes,
 //! the app ending, failing or closing, a write the client's socket cannot take whole, an idle
 //! timeout, a scheduled close, a drain — hands the stream back to its tokio task, which goes on
-//! with [`super::stream::run`] from the same [`Progress`]. Every rule of the stream loop keeps
+//! with [`crate::proxy::stream::run`] from the same [`Progress`]. Every rule of the stream loop keeps
 //! one implementation; this loop only decides when it can do the common case itself.
+//!
+//! Per chunk and per timer, the loop calls the same steps of [`Progress`] as the stream loop
+//! (`chunk`, `heartbeat`, `sent`, `due`, `deadline`); what it adds is only the non-blocking
+//! write and the decision to hand a stream back.
 //!
 //! Timers: one heap entry per stream at most, at the stream's [`Progress::deadline`]. As in the
 //! stream loop, a deadline is only ever moved earlier on the hot path; one that moved later is
 //! noticed when its entry fires, so a busy stream costs no timer work per event.
 
-use super::codec::ChunkHead;
-use super::h1::{body_parts, recv_copy, sendmsg, Decode};
-use super::stream::{Due, Progress, Unsent};
-use super::Shared;
+use crate::proxy::http1::body::Decode;
+use crate::proxy::http1::chunked::{advance, body_parts, ChunkHead};
+use crate::proxy::http1::socket::{recv_copy, sendmsg};
+use crate::proxy::shared::Shared;
+use crate::proxy::stream::{Due, Progress, Unsent};
+use crate::proxy::upstream_error::{Phase, UpstreamError};
+use crate::sys::{Epoll, EventFd, HANGUP, NO_EVENT};
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -30,7 +37,7 @@ use std::collections::BinaryHeap;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake, Waker};
@@ -39,36 +46,36 @@ use tokio::sync::oneshot;
 
 /// The token of the loop's own wake-up eventfd; streams use `(slot + 1) << 1 | side`.
 const WAKE: u64 = 0;
-const DOWN: u64 = 0;
-const UP: u64 = 1;
+const CLIENT: u64 = 0;
+const APP: u64 = 1;
 
 /// A stream while the loop carries it, and what it hands back.
-pub(super) struct Lane {
-    pub ds: TcpStream,
-    pub up: TcpStream,
-    pub dec: Decode,
+pub(crate) struct ParkedStream {
+    pub(crate) client: TcpStream,
+    pub(crate) app: TcpStream,
+    pub(crate) dec: Decode,
     /// The client's body is chunked (HTTP/1.1); else it ends with the connection.
-    pub chunked: bool,
-    pub progress: Progress,
-    reply: Option<oneshot::Sender<Box<Lane>>>,
+    pub(crate) chunked: bool,
+    pub(crate) progress: Progress,
+    reply: Option<oneshot::Sender<Box<ParkedStream>>>,
     /// Unique per stream, so a stale timer entry for a reused slot is recognised.
     id: u64,
     timer_at: Instant,
 }
 
-impl Lane {
-    pub fn new(
-        ds: TcpStream,
-        up: TcpStream,
+impl ParkedStream {
+    pub(crate) fn new(
+        client: TcpStream,
+        app: TcpStream,
         dec: Decode,
         chunked: bool,
         progress: Progress,
-    ) -> (Box<Lane>, oneshot::Receiver<Box<Lane>>) {
+    ) -> (Box<ParkedStream>, oneshot::Receiver<Box<ParkedStream>>) {
         let (tx, rx) = oneshot::channel();
         let now = Instant::now();
-        let lane = Box::new(Lane {
-            ds,
-            up,
+        let stream = Box::new(ParkedStream {
+            client,
+            app,
             dec,
             chunked,
             progress,
@@ -76,52 +83,45 @@ impl Lane {
             id: 0,
             timer_at: now,
         });
-        (lane, rx)
+        (stream, rx)
     }
 }
 
 /// One loop thread's mailbox: new streams, and the eventfd that wakes it.
-pub struct Engine {
+pub(crate) struct Mailbox {
     /// New streams; `None` once the loop thread has died (a bug), so none is left waiting.
     /// Boxed: the record is allocated once by the task and travels boxed both ways.
     #[allow(clippy::vec_box)]
-    inbox: Mutex<Option<Vec<Box<Lane>>>>,
-    wake: OwnedFd,
+    inbox: Mutex<Option<Vec<Box<ParkedStream>>>>,
+    wake: EventFd,
 }
 
 thread_local! {
     /// The loop that streams started on this (worker) thread go to.
-    static CURRENT: RefCell<Option<Arc<Engine>>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<Arc<Mailbox>>> = const { RefCell::new(None) };
 }
 
-impl Engine {
+impl Mailbox {
     /// Starts loop thread `i`.
-    pub fn start(i: usize, shared: Arc<Shared>) -> io::Result<Arc<Engine>> {
-        // SAFETY: plain system calls; the returned descriptors are owned right away.
-        let wake = unsafe {
-            OwnedFd::from_raw_fd(check(libc::eventfd(
-                0,
-                libc::EFD_NONBLOCK | libc::EFD_CLOEXEC,
-            ))?)
-        };
-        // SAFETY: as above.
-        let ep = unsafe { OwnedFd::from_raw_fd(check(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
-        ctl(&ep, libc::EPOLL_CTL_ADD, wake.as_raw_fd(), WAKE)?;
-        let engine = Arc::new(Engine {
+    pub(crate) fn start(i: usize, shared: Arc<Shared>) -> io::Result<Arc<Mailbox>> {
+        let wake = EventFd::new()?;
+        let ep = Epoll::new()?;
+        ep.add(wake.fd(), WAKE)?;
+        let mailbox = Arc::new(Mailbox {
             inbox: Mutex::new(Some(Vec::new())),
             wake,
         });
-        let this = engine.clone();
+        let this = mailbox.clone();
         std::thread::Builder::new()
             .name(format!("sse-loop-{i}"))
             .spawn(move || {
-                let engine = this.clone();
+                let mailbox = this.clone();
                 let looped = Loop {
                     shared,
-                    engine: this,
-                    s: Slab {
+                    mailbox: this,
+                    s: Streams {
                         ep,
-                        lanes: Vec::new(),
+                        streams: Vec::new(),
                         free: Vec::new(),
                         timers: BinaryHeap::new(),
                         next_id: 1,
@@ -137,55 +137,46 @@ impl Engine {
                     tracing::error!(
                         "relay event loop {i} panicked; its new streams stay in their tasks"
                     );
-                    let waiting = engine
+                    let waiting = mailbox
                         .inbox
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .take();
-                    for lane in waiting.into_iter().flatten() {
-                        send_back(lane);
+                    for stream in waiting.into_iter().flatten() {
+                        send_back(stream);
                     }
                 }
             })?;
-        Ok(engine)
+        Ok(mailbox)
     }
 
-    /// Makes `engine` the loop for streams started on the calling thread.
-    pub fn set_current(engine: Arc<Engine>) {
-        CURRENT.with(|c| *c.borrow_mut() = Some(engine));
+    /// Makes `mailbox` the loop for streams started on the calling thread.
+    pub(crate) fn set_current(mailbox: Arc<Mailbox>) {
+        CURRENT.with(|c| *c.borrow_mut() = Some(mailbox));
     }
 
     /// The calling thread's loop, if it has one.
-    pub(super) fn current() -> Option<Arc<Engine>> {
+    pub(crate) fn current() -> Option<Arc<Mailbox>> {
         CURRENT.with(|c| c.borrow().clone())
     }
 
-    /// Hands `lane` to the loop; gives it back if the loop is gone.
-    pub(super) fn submit(&self, lane: Box<Lane>) -> Result<(), Box<Lane>> {
+    /// Hands `stream` to the loop; gives it back if the loop is gone.
+    pub(crate) fn submit(&self, stream: Box<ParkedStream>) -> Result<(), Box<ParkedStream>> {
         match &mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(inbox) => inbox.push(lane),
-            None => return Err(lane),
+            Some(inbox) => inbox.push(stream),
+            None => return Err(stream),
         }
         self.notify();
         Ok(())
     }
 
     fn notify(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our eventfd. A full counter (EAGAIN) still
-        // leaves the eventfd readable, which is all the loop needs.
-        unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                &one as *const u64 as *const libc::c_void,
-                8,
-            );
-        }
+        self.wake.notify();
     }
 }
 
 /// The drain signal wakes the loop through its eventfd.
-impl Wake for Engine {
+impl Wake for Mailbox {
     fn wake(self: Arc<Self>) {
         self.notify();
     }
@@ -197,15 +188,15 @@ impl Wake for Engine {
 
 struct Loop {
     shared: Arc<Shared>,
-    engine: Arc<Engine>,
-    s: Slab,
+    mailbox: Arc<Mailbox>,
+    s: Streams,
     draining: bool,
 }
 
 /// The streams a loop carries.
-struct Slab {
-    ep: OwnedFd,
-    lanes: Vec<Option<Box<Lane>>>,
+struct Streams {
+    ep: Epoll,
+    streams: Vec<Option<Box<ParkedStream>>>,
     free: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     next_id: u64,
@@ -215,9 +206,9 @@ impl Loop {
     fn run(mut self) {
         let shared = self.shared.clone();
         let mut drain = pin!(shared.drain.signal());
-        let waker = Waker::from(self.engine.clone());
+        let waker = Waker::from(self.mailbox.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut events = vec![NO_EVENT; 256];
         // Registers the loop's waker, so a drain that starts while it sleeps wakes it.
         if drain.as_mut().poll(&mut cx).is_ready() {
             self.draining = true;
@@ -231,28 +222,18 @@ impl Loop {
                     left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
                 }
             };
-            // SAFETY: `events` has room for its length.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.s.ep.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    timeout,
-                )
-            };
             let mut woken = false;
-            for ev in &events[..n.max(0) as usize] {
+            for ev in self.s.ep.wait(&mut events, timeout) {
                 let (token, flags) = (ev.u64, ev.events);
                 if token == WAKE {
                     woken = true;
                     continue;
                 }
                 let slot = (token >> 1) as usize - 1;
-                if self.s.lanes.get(slot).is_none_or(Option::is_none) {
+                if self.s.streams.get(slot).is_none_or(Option::is_none) {
                     continue;
                 }
-                let hangup = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
-                if token & 1 == DOWN || flags & hangup != 0 {
+                if token & 1 == CLIENT || flags & HANGUP != 0 {
                     // The client sent bytes or left, or the app closed or failed: the stream
                     // loop decides what that means.
                     self.s.hand_back(slot);
@@ -261,63 +242,56 @@ impl Loop {
                 }
             }
             if woken {
-                let mut count = 0u64;
-                // SAFETY: reads 8 bytes into a live u64; resets the eventfd.
-                unsafe {
-                    libc::read(
-                        self.engine.wake.as_raw_fd(),
-                        &mut count as *mut u64 as *mut libc::c_void,
-                        8,
-                    );
-                }
+                self.mailbox.wake.reset();
                 if !self.draining && drain.as_mut().poll(&mut cx).is_ready() {
                     // Every stream goes back to its task, whose loop spreads the closes over
                     // the drain window.
                     self.draining = true;
-                    for slot in 0..self.s.lanes.len() {
-                        if self.s.lanes[slot].is_some() {
+                    for slot in 0..self.s.streams.len() {
+                        if self.s.streams[slot].is_some() {
                             self.s.hand_back(slot);
                         }
                     }
                 }
                 let new = self
-                    .engine
+                    .mailbox
                     .inbox
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .as_mut()
                     .map(std::mem::take);
-                for lane in new.into_iter().flatten() {
-                    self.insert(lane);
+                for stream in new.into_iter().flatten() {
+                    self.insert(stream);
                 }
             }
             self.fire_timers();
         }
     }
 
-    fn insert(&mut self, mut lane: Box<Lane>) {
+    fn insert(&mut self, mut stream: Box<ParkedStream>) {
         if self.draining || self.shared.drain.is_draining() {
-            send_back(lane);
+            send_back(stream);
             return;
         }
         let slot = self.s.free.pop().unwrap_or_else(|| {
-            self.s.lanes.push(None);
-            self.s.lanes.len() - 1
+            self.s.streams.push(None);
+            self.s.streams.len() - 1
         });
-        lane.id = self.s.next_id;
+        stream.id = self.s.next_id;
         self.s.next_id += 1;
         let base = ((slot as u64) + 1) << 1;
         let ep = &self.s.ep;
-        let registered = ctl(ep, libc::EPOLL_CTL_ADD, lane.ds.as_raw_fd(), base | DOWN)
-            .and_then(|()| ctl(ep, libc::EPOLL_CTL_ADD, lane.up.as_raw_fd(), base | UP));
-        self.s.lanes[slot] = Some(lane);
+        let registered = ep
+            .add(stream.client.as_raw_fd(), base | CLIENT)
+            .and_then(|()| ep.add(stream.app.as_raw_fd(), base | APP));
+        self.s.streams[slot] = Some(stream);
         if registered.is_err() {
             self.s.hand_back(slot);
             return;
         }
         self.s.schedule(&self.shared, slot, true);
         // Bytes read together with the response head.
-        if self.s.lanes[slot]
+        if self.s.streams[slot]
             .as_ref()
             .is_some_and(|l| !l.dec.pending.is_empty())
         {
@@ -327,14 +301,14 @@ impl Loop {
 
     /// The app's socket is readable: one read, then relay what it holds.
     fn readable(&mut self, slot: usize) {
-        let Some(lane) = self.s.lanes[slot].as_mut() else {
+        let Some(stream) = self.s.streams[slot].as_mut() else {
             return;
         };
-        match recv_copy(socket2::SockRef::from(&lane.up)) {
+        match recv_copy(socket2::SockRef::from(&stream.app)) {
             // The end of the app's body or connection: the stream loop finishes the stream.
             Ok(data) if data.is_empty() => self.s.hand_back(slot),
             Ok(data) => {
-                lane.dec.pending = data;
+                stream.dec.pending = data;
                 self.relay(slot);
             }
             Err(e)
@@ -343,7 +317,7 @@ impl Loop {
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => {
-                lane.dec.failed = Some(super::h1::upstream_error(&e, "reading the body"));
+                stream.dec.failed = Some(UpstreamError::from_io(&e, Phase::ReadBody));
                 self.s.hand_back(slot);
             }
         }
@@ -352,42 +326,36 @@ impl Loop {
     /// Decodes the pending bytes and writes what the framer passes on.
     fn relay(&mut self, slot: usize) {
         let shared = &*self.shared;
-        let Some(lane) = self.s.lanes[slot].as_mut() else {
+        let Some(stream) = self.s.streams[slot].as_mut() else {
             return;
         };
-        let data = match lane.dec.decode() {
+        let data = match stream.dec.decode() {
             Ok(Some(data)) if !data.is_empty() => data,
             Ok(_) => {
-                if lane.dec.finished() {
+                if stream.dec.finished() {
                     self.s.hand_back(slot);
                 }
                 return;
             }
             Err(e) => {
-                lane.dec.failed = Some(e);
+                stream.dec.failed = Some(e);
                 self.s.hand_back(slot);
                 return;
             }
         };
-        let p = &mut lane.progress;
-        let read_at = p.read(shared);
-        let fwd = p.framer.forward(data);
-        let n = fwd.bytes.len() as u64;
-        if n > 0 {
-            if let Err(wire) = write_framed(&lane.ds, lane.chunked, &fwd.bytes) {
+        let p = &mut stream.progress;
+        let out = p.chunk(shared, data);
+        if !out.bytes.is_empty() {
+            if let Err(wire) = write_framed(&stream.client, stream.chunked, &out.bytes) {
                 p.unsent = Some(Unsent {
                     wire,
-                    bytes: n,
-                    events: fwd.events,
-                    read_at,
-                    heartbeat: false,
+                    sent: out.sent,
                 });
                 self.s.hand_back(slot);
                 return;
             }
         }
-        p.wrote(shared, n, fwd.events, read_at, false);
-        if p.close_due(read_at).is_some() || lane.dec.finished() {
+        if p.sent(shared, out.sent).is_some() || stream.dec.finished() {
             self.s.hand_back(slot);
             return;
         }
@@ -407,7 +375,7 @@ impl Loop {
                 break;
             }
             self.s.timers.pop();
-            let live = self.s.lanes[slot]
+            let live = self.s.streams[slot]
                 .as_ref()
                 .is_some_and(|l| l.id == id && l.timer_at == at);
             if live {
@@ -419,27 +387,23 @@ impl Loop {
     /// The stream's deadline passed: a heartbeat here; anything else goes back to the task.
     fn timer(&mut self, slot: usize, now: Instant) {
         let shared = &*self.shared;
-        let Some(lane) = self.s.lanes[slot].as_mut() else {
+        let Some(stream) = self.s.streams[slot].as_mut() else {
             return;
         };
-        let p = &mut lane.progress;
+        let p = &mut stream.progress;
         match p.due(shared, now) {
             Due::Nothing => {}
             Due::Heartbeat(now) => {
-                let block = &shared.heartbeat_block;
-                let n = block.len() as u64;
-                if let Err(wire) = write_framed(&lane.ds, lane.chunked, block) {
+                let out = p.heartbeat(shared, now);
+                if let Err(wire) = write_framed(&stream.client, stream.chunked, &out.bytes) {
                     p.unsent = Some(Unsent {
                         wire,
-                        bytes: n,
-                        events: 0,
-                        read_at: now,
-                        heartbeat: true,
+                        sent: out.sent,
                     });
                     self.s.hand_back(slot);
                     return;
                 }
-                p.wrote(shared, n, 0, now, true);
+                p.sent(shared, out.sent);
             }
             // An idle timeout or a scheduled close: the task's stream loop acts on it.
             Due::Idle | Due::Close(_) | Due::Cut(_) => {
@@ -451,70 +415,52 @@ impl Loop {
     }
 }
 
-impl Slab {
+impl Streams {
     /// Keeps the stream's timer entry at or before its deadline. `fresh`: the stream has no
     /// live entry (new, or its entry just fired).
     fn schedule(&mut self, shared: &Shared, slot: usize, fresh: bool) {
-        let Some(lane) = self.lanes[slot].as_mut() else {
+        let Some(stream) = self.streams[slot].as_mut() else {
             return;
         };
-        let want = lane.progress.deadline(shared);
-        if fresh || want < lane.timer_at {
-            lane.timer_at = want;
-            self.timers.push(Reverse((want, slot, lane.id)));
+        let want = stream.progress.deadline(shared);
+        if fresh || want < stream.timer_at {
+            stream.timer_at = want;
+            self.timers.push(Reverse((want, slot, stream.id)));
         }
     }
 
     /// Gives the stream back to its task (see the module docs).
     fn hand_back(&mut self, slot: usize) {
-        let Some(lane) = self.lanes[slot].take() else {
+        let Some(stream) = self.streams[slot].take() else {
             return;
         };
         self.free.push(slot);
-        for fd in [lane.ds.as_raw_fd(), lane.up.as_raw_fd()] {
-            let _ = ctl(&self.ep, libc::EPOLL_CTL_DEL, fd, 0);
+        for fd in [stream.client.as_raw_fd(), stream.app.as_raw_fd()] {
+            let _ = self.ep.delete(fd);
         }
-        send_back(lane);
+        send_back(stream);
     }
 }
 
-fn send_back(mut lane: Box<Lane>) {
-    if let Some(reply) = lane.reply.take() {
+fn send_back(mut stream: Box<ParkedStream>) {
+    if let Some(reply) = stream.reply.take() {
         // A task that is gone (its runtime shut down) drops the stream and its sockets.
-        let _ = reply.send(lane);
+        let _ = reply.send(stream);
     }
 }
 
 /// Writes `data` framed for the client with one `sendmsg`. `Err` holds the bytes still to
 /// write (all of them if the socket took none or failed): the task's loop finishes the write,
 /// waiting for the socket, or finds the client gone.
-fn write_framed(ds: &TcpStream, chunked: bool, data: &[u8]) -> Result<(), Bytes> {
+fn write_framed(client: &TcpStream, chunked: bool, data: &[u8]) -> Result<(), Bytes> {
     let head = ChunkHead::new(data.len());
     let mut parts = body_parts(&head, data, chunked);
-    let sent = sendmsg(socket2::SockRef::from(ds), &parts.map(IoSlice::new)).unwrap_or(0);
-    super::codec::advance(&mut parts, sent);
+    let sent = sendmsg(socket2::SockRef::from(client), &parts.map(IoSlice::new)).unwrap_or(0);
+    advance(&mut parts, sent);
     if parts.iter().all(|p| p.is_empty()) {
         return Ok(());
     }
     Err(parts.concat().into())
-}
-
-fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-/// Level-triggered: a stream with bytes left unread is reported again on the next wait.
-fn ctl(ep: &OwnedFd, op: libc::c_int, fd: RawFd, token: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event {
-        events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
-        u64: token,
-    };
-    // SAFETY: `ev` outlives the call; the kernel ignores it for EPOLL_CTL_DEL.
-    check(unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd, &mut ev) }).map(drop)
 }
 
 #[cfg(test)]
@@ -530,12 +476,12 @@ mod tests {
 
     struct Rig {
         shared: Arc<Shared>,
-        engine: Arc<Engine>,
+        mailbox: Arc<Mailbox>,
         /// The app's end of the upstream connection.
         app: TcpStream,
         /// The client's end of the downstream connection.
         client: TcpStream,
-        back: oneshot::Receiver<Box<Lane>>,
+        back: oneshot::Receiver<Box<ParkedStream>>,
     }
 
     fn pair() -> (TcpStream, TcpStream) {
@@ -550,10 +496,10 @@ mod tests {
         let config = Config::from_yaml(yaml).unwrap();
         let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap());
         let shared = Arc::new(Shared::new(config, metrics, "127.0.0.1:9".parse().unwrap()));
-        let engine = Engine::start(0, shared.clone()).unwrap();
-        let (app, up) = pair();
-        let (ds, client) = pair();
-        for s in [&up, &ds] {
+        let mailbox = Mailbox::start(0, shared.clone()).unwrap();
+        let (app, app_side) = pair();
+        let (client_side, client) = pair();
+        for s in [&app_side, &client_side] {
             s.set_nonblocking(true).unwrap();
         }
         client
@@ -561,12 +507,12 @@ mod tests {
             .unwrap();
         let mut dec = Decode::chunked();
         dec.pending = Bytes::copy_from_slice(pending);
-        let progress = Progress::new(&shared, Instant::now(), false);
-        let (lane, back) = Lane::new(ds, up, dec, true, progress);
-        assert!(engine.submit(lane).is_ok());
+        let progress = Progress::new(&shared, Instant::now(), 0);
+        let (stream, back) = ParkedStream::new(client_side, app_side, dec, true, progress);
+        assert!(mailbox.submit(stream).is_ok());
         Rig {
             shared,
-            engine,
+            mailbox,
             app,
             client,
             back,
@@ -581,17 +527,17 @@ mod tests {
     }
 
     /// Waits (bounded) for the loop to hand the stream back.
-    fn handed_back(back: &mut oneshot::Receiver<Box<Lane>>) -> Box<Lane> {
+    fn handed_back(back: &mut oneshot::Receiver<Box<ParkedStream>>) -> Box<ParkedStream> {
         for _ in 0..500 {
-            if let Ok(lane) = back.try_recv() {
-                return lane;
+            if let Ok(stream) = back.try_recv() {
+                return stream;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("the loop did not hand the stream back within 5 s");
     }
 
-    fn still_carried(back: &mut oneshot::Receiver<Box<Lane>>) -> bool {
+    fn still_carried(back: &mut oneshot::Receiver<Box<ParkedStream>>) -> bool {
         matches!(back.try_recv(), Err(oneshot::error::TryRecvError::Empty))
     }
 
@@ -607,11 +553,11 @@ mod tests {
         assert!(still_carried(&mut r.back));
         // The app ends its body: the task finishes the stream (terminating chunk and all).
         r.app.write_all(b"0\r\n\r\n").unwrap();
-        let lane = handed_back(&mut r.back);
-        assert!(lane.dec.finished());
-        assert_eq!(lane.progress.summary.events, 2);
-        assert_eq!(lane.progress.summary.bytes, 8 + 1 + 9);
-        assert!(lane.progress.unsent.is_none());
+        let stream = handed_back(&mut r.back);
+        assert!(stream.dec.finished());
+        assert_eq!(stream.progress.summary.events, 2);
+        assert_eq!(stream.progress.summary.bytes, 8 + 1 + 9);
+        assert!(stream.progress.unsent.is_none());
     }
 
     #[test]
@@ -640,8 +586,8 @@ mod tests {
         );
         assert!(still_carried(&mut r.back));
         drop(r.client);
-        let lane = handed_back(&mut r.back);
-        assert_eq!(lane.progress.summary.heartbeats, 1);
+        let stream = handed_back(&mut r.back);
+        assert_eq!(stream.progress.summary.heartbeats, 1);
     }
 
     #[test]
@@ -667,10 +613,10 @@ mod tests {
             .collect();
         r.app.set_nonblocking(true).unwrap();
         let mut written = 0;
-        let mut lane = None;
+        let mut stream = None;
         for _ in 0..400 {
             if let Ok(l) = r.back.try_recv() {
-                lane = Some(l);
+                stream = Some(l);
                 break;
             }
             if let Ok(n) = r.app.write(&body[written..]) {
@@ -678,9 +624,9 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let mut lane = lane.expect("the loop hands back a stream whose client stops reading");
-        let unsent = lane.progress.unsent.take().expect("unsent bytes");
-        assert!(!unsent.wire.is_empty() && unsent.bytes > 0);
+        let mut stream = stream.expect("the loop hands back a stream whose client stops reading");
+        let unsent = stream.progress.unsent.take().expect("unsent bytes");
+        assert!(!unsent.wire.is_empty() && unsent.sent.len > 0);
         // What the client got, then the rest the task must write, decodes to exactly the
         // start of the app's body: no byte lost, none repeated, however the reads fell.
         r.client.set_nonblocking(true).unwrap();
@@ -694,7 +640,7 @@ mod tests {
         }
         wire.extend_from_slice(&unsent.wire);
         let mut payload = Vec::new();
-        crate::proxy::codec::ChunkedDecoder::default()
+        crate::proxy::http1::chunked::ChunkedDecoder::default()
             .decode(&Bytes::from(wire), |piece| {
                 payload.extend_from_slice(&piece)
             })
@@ -711,20 +657,20 @@ mod tests {
         // The client leaves.
         let mut r = rig("", b"");
         drop(r.client);
-        let lane = handed_back(&mut r.back);
-        assert!(lane.dec.failed.is_none() && !lane.dec.finished());
+        let stream = handed_back(&mut r.back);
+        assert!(stream.dec.failed.is_none() && !stream.dec.finished());
 
         // The app closes mid-body: left for the task, which reads the end itself.
         let mut r = rig("", b"");
         drop(r.app);
-        let lane = handed_back(&mut r.back);
-        assert!(lane.dec.failed.is_none());
+        let stream = handed_back(&mut r.back);
+        assert!(stream.dec.failed.is_none());
 
         // A malformed chunk: the error travels with the stream.
         let mut r = rig("", b"");
         r.app.write_all(b"zz\r\n").unwrap();
-        let lane = handed_back(&mut r.back);
-        assert!(lane.dec.failed.is_some());
+        let stream = handed_back(&mut r.back);
+        assert!(stream.dec.failed.is_some());
 
         // SIGTERM: every stream goes back, and none is taken afterwards.
         let mut r = rig("", b"");
@@ -732,11 +678,11 @@ mod tests {
         assert!(still_carried(&mut r.back));
         r.shared.drain.start();
         let _ = handed_back(&mut r.back);
-        let (ds, _client) = pair();
-        let (up, _app) = pair();
-        let progress = Progress::new(&r.shared, Instant::now(), false);
-        let (lane, mut back) = Lane::new(ds, up, Decode::chunked(), true, progress);
-        assert!(r.engine.submit(lane).is_ok());
+        let (client, _client) = pair();
+        let (app, _app) = pair();
+        let progress = Progress::new(&r.shared, Instant::now(), 0);
+        let (stream, mut back) = ParkedStream::new(client, app, Decode::chunked(), true, progress);
+        assert!(r.mailbox.submit(stream).is_ok());
         let _ = handed_back(&mut back);
     }
 
@@ -746,8 +692,8 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         assert!(still_carried(&mut r.back));
         let started = Instant::now();
-        let lane = handed_back(&mut r.back);
+        let stream = handed_back(&mut r.back);
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert!(Instant::now() >= lane.progress.last_read + Duration::from_millis(300));
+        assert!(Instant::now() >= stream.progress.last_read + Duration::from_millis(300));
     }
 }

@@ -1,0 +1,233 @@
+//! The lean relay's exchange with the app: connect, send the request and its body, read the
+//! response head. Everything before the client sees a byte of the answer.
+
+use super::app::LeanApp;
+use crate::proxy::http1::body::Decode;
+use crate::proxy::http1::chunked::{ChunkHead, ChunkedDecoder};
+use crate::proxy::http1::request::{ReqBody, Request};
+use crate::proxy::http1::response::{parse_response, MAX_RESPONSE_HEAD};
+use crate::proxy::http1::socket::{read_some, timed_out, write_all};
+use crate::proxy::shared::Shared;
+use crate::proxy::upstream_error::{Failure, Phase, UpstreamError};
+use crate::proxy::upstream_request::{upstream_request, BadRequest, Forwarding};
+use bytes::{Bytes, BytesMut};
+use pingora_http::ResponseHeader;
+use std::io;
+use std::net::IpAddr;
+use tokio::net::TcpStream;
+
+/// Why the exchange ended before the app's head was read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    #[error("client went away during the request")]
+    Client,
+    #[error(transparent)]
+    BadRequest(#[from] BadRequest),
+    #[error(transparent)]
+    Upstream(UpstreamError),
+}
+
+/// The app's side after its response head has been read.
+pub(crate) struct Exchange {
+    pub(crate) head: ResponseHeader,
+    pub(crate) app: LeanApp,
+}
+
+/// Connects, sends the request (and its body) and reads the response head.
+pub(crate) async fn open_exchange(
+    shared: &Shared,
+    client: &mut TcpStream,
+    req: &Request,
+    buffered: &mut Bytes,
+    client_ip: Option<IpAddr>,
+) -> Result<Exchange, ExchangeError> {
+    let cfg = &shared.config;
+    let default_host = cfg.upstream.authority();
+    let fwd = Forwarding {
+        client_ip,
+        tls: false,
+        candidate: true,
+        default_host: &default_host,
+    };
+    let mut app_req = match upstream_request(&req.header, &fwd) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(ExchangeError::BadRequest(e));
+        }
+    };
+    if req.body == ReqBody::Chunked {
+        let _ = app_req.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    }
+    let Some(wire) = pingora_core::protocols::http::v1::client::http_req_header_to_wire(&app_req)
+    else {
+        return Err(ExchangeError::BadRequest(BadRequest::Target));
+    };
+
+    let connect = tokio::time::timeout(
+        cfg.timeouts.connect,
+        TcpStream::connect(shared.upstream_addr),
+    );
+    let app = match connect.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(ExchangeError::Upstream(UpstreamError::from_io(
+                &e,
+                Phase::Connect,
+            )))
+        }
+        Err(_) => {
+            return Err(ExchangeError::Upstream(UpstreamError::new(
+                Failure::ConnectTimeout,
+                format!("connect: no answer within {:?}", cfg.timeouts.connect),
+            )))
+        }
+    };
+    let _ = app.set_nodelay(true);
+    let io = |e: io::Error| ExchangeError::Upstream(UpstreamError::from_io(&e, Phase::SendRequest));
+    write_all(&app, &[&wire], cfg.timeouts.read)
+        .await
+        .map_err(io)?;
+
+    if req.expect_continue && req.body != ReqBody::None {
+        write_all(
+            client,
+            &[b"HTTP/1.1 100 Continue\r\n\r\n"],
+            cfg.timeouts.read,
+        )
+        .await
+        .map_err(|_| ExchangeError::Client)?;
+    }
+    forward_request_body(shared, client, &app, req.body, buffered).await?;
+
+    // The response head, under the normal read timeout.
+    let deadline = tokio::time::Instant::now() + cfg.timeouts.read;
+    let mut head = BytesMut::with_capacity(1024);
+    loop {
+        let read = tokio::time::timeout_at(deadline, read_some(&app, &mut head, 4096)).await;
+        match read {
+            Err(_) => {
+                return Err(ExchangeError::Upstream(UpstreamError::from_io(
+                    &timed_out("no response header"),
+                    Phase::ReadHead,
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(ExchangeError::Upstream(UpstreamError::from_io(
+                    &e,
+                    Phase::ReadHead,
+                )))
+            }
+            Ok(Ok(0)) => {
+                let e = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before the response header",
+                );
+                return Err(ExchangeError::Upstream(UpstreamError::from_io(
+                    &e,
+                    Phase::ReadHead,
+                )));
+            }
+            Ok(Ok(_)) => {}
+        }
+        match parse_response(&head) {
+            Ok(Some((resp, len, body))) => {
+                if resp.status.is_informational() {
+                    let _ = head.split_to(len);
+                    continue;
+                }
+                // Copied out so the header buffer is freed now, not when the body ends.
+                let pending = compact(head.split_off(len).freeze());
+                return Ok(Exchange {
+                    head: resp,
+                    app: LeanApp {
+                        sock: app,
+                        dec: Decode {
+                            body,
+                            pending,
+                            method_head: req.header.method == http::Method::HEAD,
+                            failed: None,
+                        },
+                    },
+                });
+            }
+            Ok(None) if head.len() > MAX_RESPONSE_HEAD => {
+                let e = io::Error::new(io::ErrorKind::InvalidData, "response header over 64 KiB");
+                return Err(ExchangeError::Upstream(UpstreamError::from_io(
+                    &e,
+                    Phase::ReadHead,
+                )));
+            }
+            Ok(None) => {}
+            Err(why) => {
+                let e = io::Error::new(io::ErrorKind::InvalidData, why);
+                return Err(ExchangeError::Upstream(UpstreamError::from_io(
+                    &e,
+                    Phase::ReadHead,
+                )));
+            }
+        }
+    }
+}
+
+/// A copy of `b` that does not keep a larger buffer alive.
+pub(crate) fn compact(b: Bytes) -> Bytes {
+    if b.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(&b)
+    }
+}
+
+/// Streams the request body from the client to the app, re-framed.
+async fn forward_request_body(
+    shared: &Shared,
+    client: &mut TcpStream,
+    app: &TcpStream,
+    body: ReqBody,
+    buffered: &mut Bytes,
+) -> Result<(), ExchangeError> {
+    let timeout = shared.config.timeouts.read;
+    let to_app =
+        |e: io::Error| ExchangeError::Upstream(UpstreamError::from_io(&e, Phase::SendBody));
+    let mut decoder = ChunkedDecoder::default();
+    let mut left = match body {
+        ReqBody::None => return Ok(()),
+        ReqBody::Length(n) => n,
+        ReqBody::Chunked => u64::MAX,
+    };
+    loop {
+        if buffered.is_empty() {
+            let mut buf = BytesMut::with_capacity(16 * 1024);
+            match tokio::time::timeout(timeout, read_some(client, &mut buf, 16 * 1024)).await {
+                Ok(Ok(n)) if n > 0 => *buffered = buf.freeze(),
+                _ => return Err(ExchangeError::Client),
+            }
+        }
+        if body == ReqBody::Chunked {
+            let mut pieces: Vec<Bytes> = Vec::new();
+            let used = decoder
+                .decode(buffered, |b| pieces.push(b))
+                .map_err(|_| ExchangeError::Client)?;
+            *buffered = buffered.slice(used..);
+            for p in pieces {
+                let head = ChunkHead::new(p.len());
+                write_all(app, &[head.as_bytes(), &p, b"\r\n"], timeout)
+                    .await
+                    .map_err(to_app)?;
+            }
+            if decoder.is_done() {
+                return write_all(app, &[b"0\r\n\r\n"], timeout)
+                    .await
+                    .map_err(to_app);
+            }
+        } else {
+            let take = (left as usize).min(buffered.len());
+            let piece = buffered.split_to(take);
+            write_all(app, &[&piece], timeout).await.map_err(to_app)?;
+            left -= take as u64;
+            if left == 0 {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The session relay: SSE candidates over h2 or TLS (and every candidate when the app speaks
+//! https), taken over in pingora's `request_filter` and relayed over pingora's own sessions
+//! and connector. pingora's proxy filters cannot write to the client while the app is silent
+//! (heartbeats), notice the client leaving at once, or close at an event boundary on drain,
+//! because they only run when the app's bytes arrive (DESIGN §3); owning the exchange can.
+//!
+//! Flow: build the app's request → connect (one retry on a stale pooled connection) → read
+//! the response head → a stream goes to [`crate::proxy::stream::run`], anything else is
+//! passed through.
+
+use crate::metrics::{Kind, Outcome};
+use crate::proxy::answers::Answer;
+use crate::proxy::headers;
+use crate::proxy::shared::{Shared, StreamSlot};
+use crate::proxy::stream::WriteError;
+use crate::proxy::stream::{self, respond, AppBody, Body, Client, Progress, StreamSummary};
+use crate::proxy::upstream_error::{Failure, UpstreamError};
+use crate::proxy::upstream_request::{self, Forwarding};
+use bytes::Bytes;
+use pingora_core::protocols::http::client::HttpSession as AppSession;
+use pingora_core::protocols::http::server::Session as ClientSession;
+use pingora_error::{Error, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+use std::time::Instant;
+
+/// Request bodies up to this size are kept so the request can be retried on a fresh
+/// connection when a pooled one turns out to be stale.
+const RETRY_BUFFER: usize = 64 * 1024;
+
+/// How a relayed request was answered, for its log line.
+#[derive(Default)]
+pub(crate) struct Answered {
+    /// 0: nothing was written (the client left first).
+    pub(crate) status: u16,
+    pub(crate) kind: Option<Kind>,
+    pub(crate) error: Option<String>,
+    pub(crate) stream: Option<StreamSummary>,
+}
+
+/// Relays one SSE candidate. Everything, failures included, is answered here.
+pub(crate) async fn run(shared: &Shared, session: &mut Session, started: Instant) -> Answered {
+    let Some(_slot) = StreamSlot::take(shared) else {
+        let mut client = PingoraClient(&mut session.downstream_session);
+        let _ = respond::answer(&mut client, Answer::over_limit(shared)).await;
+        let why = format!(
+            "limits.max_streams ({}) reached",
+            shared.config.limits.max_streams
+        );
+        return Answered {
+            status: 503,
+            error: Some(why),
+            ..Answered::default()
+        };
+    };
+    let req = match app_request(shared, session) {
+        Ok(req) => req,
+        Err(e) => {
+            let mut client = PingoraClient(&mut session.downstream_session);
+            let _ = respond::answer(&mut client, Answer::plain(400, Some(&e.to_string()))).await;
+            return Answered {
+                status: 400,
+                error: Some(e.to_string()),
+                ..Answered::default()
+            };
+        }
+    };
+    let mut app = match exchange(shared, session, &req).await {
+        Ok(app) => app,
+        Err(Failed::Client(e)) => {
+            return Answered {
+                error: Some(format!("client error: {e}")),
+                ..Answered::default()
+            }
+        }
+        Err(Failed::App(e)) => return failed(shared, session, e).await,
+    };
+    let Some(head) = app.response_header().cloned() else {
+        let e = UpstreamError::new(Failure::InvalidResponse, "no response header");
+        return failed(shared, session, e).await;
+    };
+    let status = head.status.as_u16();
+    if !headers::is_stream_response(&session.req_header().method, &head) {
+        let body = if app.response_done() {
+            Body::None
+        } else if head.headers.contains_key(http::header::CONTENT_LENGTH) {
+            Body::Length
+        } else {
+            Body::Unknown
+        };
+        let mut client = PingoraClient(&mut session.downstream_session);
+        let result =
+            respond::passthrough(shared, &mut client, &mut PingoraApp(&mut app), head, body).await;
+        if result.is_ok() {
+            release(shared, app).await;
+        }
+        return Answered {
+            status,
+            kind: Some(Kind::Other),
+            error: result.err().map(|e| e.to_string()),
+            stream: None,
+        };
+    }
+
+    // The idle timeout is enforced by the stream loop, measured from the last read: pingora's
+    // per-read timeout would restart whenever a heartbeat wakes the loop.
+    app.set_read_timeout(None);
+    let ds = &mut session.downstream_session;
+    ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
+    let mut client = PingoraClient(ds);
+    let ended = match respond::start_stream(shared, &mut client, head).await {
+        Ok(prefix) => {
+            let p = Progress::new(shared, started, prefix);
+            Some(stream::run(shared, &mut client, &mut PingoraApp(&mut app), p).await)
+        }
+        Err(_) => None,
+    };
+    let Some(ended) = ended else {
+        session.set_keepalive(None);
+        let summary = StreamSummary::ended_early(shared, Outcome::ClientClosed, 0);
+        return Answered {
+            status,
+            kind: Some(Kind::Sse),
+            error: None,
+            stream: Some(summary),
+        };
+    };
+    if ended.app_done {
+        release(shared, app).await;
+    }
+    if ended.summary.outcome != Some(Outcome::Completed) {
+        // Never reuse a client connection whose stream did not end cleanly.
+        session.set_keepalive(None);
+    }
+    Answered {
+        status,
+        kind: Some(Kind::Sse),
+        error: ended.error,
+        stream: Some(ended.summary),
+    }
+}
+
+/// The app failed before answering.
+async fn failed(shared: &Shared, session: &mut Session, e: UpstreamError) -> Answered {
+    let mut client = PingoraClient(&mut session.downstream_session);
+    let (status, kind, stream) = respond::upstream_failed(shared, &mut client, &e).await;
+    Answered {
+        status,
+        kind: Some(kind),
+        error: Some(e.to_string()),
+        stream,
+    }
+}
+
+/// Back to the connector's pool: the app's body ended cleanly.
+async fn release(shared: &Shared, app: AppSession) {
+    let idle = shared.peer.options.idle_timeout;
+    shared
+        .connector
+        .release_http_session(app, &shared.peer, idle)
+        .await;
+}
+
+/// The request as the app should see it (see [`upstream_request::prepare`]).
+fn app_request(
+    shared: &Shared,
+    session: &Session,
+) -> Result<RequestHeader, upstream_request::BadRequest> {
+    let default_host = shared.config.upstream.authority();
+    let fwd = Forwarding::of(session, true, &default_host);
+    upstream_request::upstream_request(session.req_header(), &fwd)
+}
+
+/// Why the exchange ended before the app's head was read.
+enum Failed {
+    /// Reading the client's request body failed: the client went away.
+    Client(Box<Error>),
+    App(UpstreamError),
+}
+
+fn app_failed(e: Box<Error>) -> Failed {
+    Failed::App(UpstreamError::from_pingora(&e))
+}
+
+/// Connects, sends the request and reads the response header.
+async fn exchange(
+    shared: &Shared,
+    session: &mut Session,
+    req: &RequestHeader,
+) -> Result<AppSession, Failed> {
+    let ds = &mut session.downstream_session;
+    let has_body = !ds.is_body_empty();
+    let mut req = req.clone();
+    if has_body
+        && !req.headers.contains_key(http::header::CONTENT_LENGTH)
+        && !req.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        let _ = req.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    }
+    // Read the start of the body first, so a stale pooled connection can be retried.
+    let mut buffered: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    let mut body_done = !has_body;
+    while !body_done && size < RETRY_BUFFER {
+        match ds.read_request_body().await.map_err(Failed::Client)? {
+            Some(chunk) => {
+                size += chunk.len();
+                buffered.push(chunk);
+            }
+            None => body_done = true,
+        }
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut app, reused) = shared
+            .connector
+            .get_http_session(&shared.peer)
+            .await
+            .map_err(app_failed)?;
+        app.set_read_timeout(Some(shared.config.timeouts.read));
+        app.set_write_timeout(Some(shared.config.timeouts.read));
+        match send(&mut app, ds, &req, &buffered, body_done).await {
+            Ok(()) => return Ok(app),
+            // A pooled connection the app already closed: one retry, as pingora's proxy does,
+            // and only while the whole body is still in hand.
+            Err(Failed::App(e)) if reused && attempt == 1 && body_done => {
+                tracing::debug!("retrying on a fresh connection after a stale pooled one: {e}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn send(
+    app: &mut AppSession,
+    ds: &mut ClientSession,
+    req: &RequestHeader,
+    buffered: &[Bytes],
+    body_done: bool,
+) -> Result<(), Failed> {
+    app.write_request_header(Box::new(req.clone()))
+        .await
+        .map_err(app_failed)?;
+    for chunk in buffered {
+        app.write_request_body(chunk.clone(), false)
+            .await
+            .map_err(app_failed)?;
+    }
+    if !body_done {
+        while let Some(chunk) = ds.read_request_body().await.map_err(Failed::Client)? {
+            app.write_request_body(chunk, false)
+                .await
+                .map_err(app_failed)?;
+        }
+    }
+    app.finish_request_body().await.map_err(app_failed)?;
+    // Informational responses (100 Continue, 103 Early Hints) are skipped.
+    for _ in 0..8 {
+        app.read_response_header().await.map_err(app_failed)?;
+        match app.response_header() {
+            Some(r) if r.status.is_informational() && r.status.as_u16() != 101 => continue,
+            _ => return Ok(()),
+        }
+    }
+    let e = Error::explain(ErrorType::H1Error, "too many informational responses");
+    Err(app_failed(e))
+}
+
+/// A pingora downstream session (HTTP/1.1, h2, TLS) as the client side.
+pub(crate) struct PingoraClient<'a>(pub &'a mut ClientSession);
+
+#[allow(clippy::boxed_local)]
+fn write_error(e: Box<Error>) -> WriteError {
+    // Boxed as pingora returns it; `map_err` hands it over whole.
+    match e.etype() {
+        ErrorType::WriteTimedout => WriteError::Timeout,
+        _ => WriteError::Closed,
+    }
+}
+
+impl Client for PingoraClient<'_> {
+    fn chunked(&self) -> bool {
+        self.0.req_header().version == http::Version::HTTP_11
+    }
+
+    async fn write_head(
+        &mut self,
+        mut head: ResponseHeader,
+        body: Body,
+        close: bool,
+        first: Option<Bytes>,
+    ) -> Result<(), WriteError> {
+        let chunked = self.chunked();
+        if body == Body::Unknown && chunked {
+            let _ = head.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+        }
+        if close || (body == Body::Stream && !chunked) {
+            // HTTP/1.0 ends a stream with the connection.
+            self.0.set_keepalive(None);
+        }
+        self.0
+            .write_response_header(Box::new(head))
+            .await
+            .map_err(write_error)?;
+        match first {
+            Some(first) => self.send(first).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn send(&mut self, data: Bytes) -> Result<(), WriteError> {
+        self.0
+            .write_response_body(data, false)
+            .await
+            .map_err(write_error)
+    }
+
+    /// Never called: only the lean relay's event loop leaves bytes unsent.
+    async fn send_raw(&mut self, wire: Bytes) -> Result<(), WriteError> {
+        self.send(wire).await
+    }
+
+    async fn finish(&mut self, last: Option<Bytes>) -> Result<(), WriteError> {
+        self.0
+            .write_response_body(last.unwrap_or_default(), true)
+            .await
+            .map_err(write_error)
+    }
+
+    async fn gone(&mut self) {
+        // Returns only on a close, a reset or unexpected bytes (all: the client is done).
+        let _ = self.0.read_body_or_idle(true).await;
+    }
+
+    async fn abort(&mut self) {
+        self.0.shutdown().await;
+    }
+}
+
+/// A pingora upstream session as the app side.
+struct PingoraApp<'a>(&'a mut AppSession);
+
+impl AppBody for PingoraApp<'_> {
+    async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        self.0
+            .read_response_body()
+            .await
+            .map_err(|e| UpstreamError::from_pingora(&e))
+    }
+}

@@ -1,0 +1,77 @@
+//! Process-wide state every request reads: the validated configuration, metrics, the relays'
+//! connection to the app, the blocks the relay injects, and the drain and stream-limit state.
+
+use super::drain::Drain;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use pingora_core::connectors::http::Connector;
+use pingora_core::upstreams::peer::HttpPeer;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) metrics: Arc<Metrics>,
+    /// The session relay's own connection pool to the app (the normal path has pingora's).
+    pub(crate) connector: Connector,
+    pub(crate) peer: HttpPeer,
+    /// The upstream address, for logs and the lean relay.
+    pub(crate) upstream_addr: SocketAddr,
+    pub(crate) open_block: Option<Bytes>,
+    pub(crate) heartbeat_block: Bytes,
+    pub(crate) drain: Arc<Drain>,
+    /// SSE candidates being relayed now, for `limits.max_streams`.
+    relayed: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, metrics: Arc<Metrics>, upstream_addr: SocketAddr) -> Shared {
+        let mut peer = HttpPeer::new(
+            upstream_addr,
+            config.upstream.tls,
+            config.upstream.host.clone(),
+        );
+        peer.options.connection_timeout = Some(config.timeouts.connect);
+        peer.options.read_timeout = Some(config.timeouts.read);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        let sse = &config.sse;
+        let open_block = crate::sse::open_block(
+            sse.open_comment.as_deref(),
+            sse.initial_padding,
+            sse.retry.map(|d| d.as_millis() as u64),
+        );
+        let heartbeat_block = crate::sse::comment_block(&sse.heartbeat_comment);
+        Shared {
+            connector: Connector::new(None),
+            peer,
+            upstream_addr,
+            open_block,
+            heartbeat_block,
+            drain: Arc::new(Drain::new(config.shutdown)),
+            relayed: AtomicUsize::new(0),
+            metrics,
+            config,
+        }
+    }
+}
+
+/// Holds one of the `limits.max_streams` slots while a candidate is relayed.
+pub(crate) struct StreamSlot<'a>(&'a AtomicUsize);
+
+impl<'a> StreamSlot<'a> {
+    /// A slot, or `None` when every one is taken.
+    pub(crate) fn take(shared: &'a Shared) -> Option<StreamSlot<'a>> {
+        let prev = shared.relayed.fetch_add(1, Ordering::AcqRel);
+        let slot = StreamSlot(&shared.relayed);
+        (prev < shared.config.limits.max_streams).then_some(slot)
+    }
+}
+
+impl Drop for StreamSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

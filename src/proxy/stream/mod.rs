@@ -1,0 +1,185 @@
+//! An event stream once its head is written, for both relays: the tokio stream loop
+//! ([`run`]), the state and decisions it shares with the lean relay's event loop
+//! ([`progress`]), the sides it talks to ([`io`]), and the answers that are not streams
+//! ([`respond`]).
+//!
+//! [`run`] only dispatches: each wake-up is turned into a step of [`Progress`] (frame a chunk,
+//! judge a timer, record a write) and a write to the client.
+
+pub(crate) mod io;
+pub(crate) mod progress;
+pub(crate) mod respond;
+
+pub(crate) use io::{AppBody, Body, Client, WriteError};
+pub(crate) use progress::{Due, Ended, Progress, StreamSummary, Unsent};
+
+use crate::metrics::Outcome;
+use crate::proxy::shared::Shared;
+use crate::proxy::upstream_error::UpstreamError;
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+use tokio::time::Instant as TokioInstant;
+
+/// Why the loop woke up.
+enum Wake {
+    ClientGone,
+    Chunk(Result<Option<Bytes>, UpstreamError>),
+    Timer,
+    Drain,
+}
+
+/// Runs one event stream after its head (and opening block) has been written, from wherever
+/// `p` left off.
+pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
+    shared: &Shared,
+    client: &mut C,
+    app: &mut A,
+    mut p: Progress,
+) -> Ended {
+    let mut error = None;
+    let mut app_done = false;
+
+    let outcome = 'relay: {
+        if let Some(u) = p.unsent.take() {
+            if let Err(e) = client.send_raw(u.wire).await {
+                break 'relay e.outcome();
+            }
+            if let Some(outcome) = p.sent(shared, u.sent) {
+                break 'relay close(shared, client, &mut p, outcome).await;
+            }
+        }
+
+        // Pinned once: it registers with the process-wide drain state on its first poll only.
+        let drain_signal = shared.drain.signal();
+        tokio::pin!(drain_signal);
+        let mut drain_pending = true;
+
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut timer_at = Instant::now() + Duration::from_secs(3600);
+
+        loop {
+            // The earliest thing the timer must wake for. It is only ever moved earlier here;
+            // a deadline that moved later (a chunk was written) is noticed when it fires, so
+            // a busy stream costs no timer updates.
+            let want = p.deadline(shared);
+            if want < timer_at || timer.is_elapsed() {
+                timer_at = want;
+                timer.as_mut().reset(TokioInstant::from_std(want));
+            }
+            let drain_armed =
+                drain_pending && p.close_at.is_none_or(|(_, o)| o != Outcome::Shutdown);
+
+            let wake = tokio::select! {
+                biased;
+                // The client closed or reset its connection (or its h2 stream).
+                _ = client.gone() => Wake::ClientGone,
+                // The app sent bytes, ended the body, or failed.
+                chunk = app.next() => Wake::Chunk(chunk),
+                // Heartbeat due, idle timeout, or a scheduled close.
+                _ = &mut timer => Wake::Timer,
+                // SIGTERM: schedule this stream's close somewhere in the drain window.
+                () = &mut drain_signal, if drain_armed => {
+                    drain_pending = false;
+                    Wake::Drain
+                }
+            };
+
+            match wake {
+                Wake::ClientGone => break 'relay Outcome::ClientClosed,
+                Wake::Drain => {
+                    let at = Instant::now() + shared.drain.close_offset();
+                    if p.close_at.is_none_or(|(t, _)| at < t) {
+                        p.close_at = Some((at, Outcome::Shutdown));
+                    }
+                }
+                Wake::Chunk(Ok(Some(chunk))) => {
+                    let out = p.chunk(shared, chunk);
+                    if !out.bytes.is_empty() {
+                        if let Err(e) = client.send(out.bytes).await {
+                            break 'relay e.outcome();
+                        }
+                    }
+                    if let Some(outcome) = p.sent(shared, out.sent) {
+                        break 'relay close(shared, client, &mut p, outcome).await;
+                    }
+                }
+                Wake::Chunk(Ok(None)) => {
+                    let rest = p.framer.finish();
+                    let n = rest.len() as u64;
+                    if let Err(e) = client.finish((!rest.is_empty()).then_some(rest)).await {
+                        break 'relay e.outcome();
+                    }
+                    p.wrote_own(shared, n);
+                    app_done = true;
+                    break 'relay Outcome::Completed;
+                }
+                Wake::Chunk(Err(e)) => {
+                    shared.metrics.upstream_error(e.failure.reason());
+                    error = Some(e.to_string());
+                    // No clean end: the client sees the stream break and reconnects.
+                    client.abort().await;
+                    break 'relay Outcome::UpstreamError;
+                }
+                Wake::Timer => match p.due(shared, Instant::now()) {
+                    Due::Nothing => {}
+                    Due::Idle => {
+                        error = Some(format!(
+                            "app silent for the SSE idle timeout ({:?})",
+                            shared.config.timeouts.sse_idle
+                        ));
+                        if p.framer.at_boundary() {
+                            break 'relay close(shared, client, &mut p, Outcome::IdleTimeout).await;
+                        }
+                        client.abort().await;
+                        break 'relay Outcome::IdleTimeout;
+                    }
+                    Due::Close(outcome) => {
+                        break 'relay close(shared, client, &mut p, outcome).await;
+                    }
+                    Due::Cut(outcome) => {
+                        // The app never finished its event: cut it (the client discards the
+                        // partial event) rather than hold shutdown forever.
+                        client.abort().await;
+                        break 'relay outcome;
+                    }
+                    Due::Heartbeat(now) => {
+                        let out = p.heartbeat(shared, now);
+                        if let Err(e) = client.send(out.bytes).await {
+                            break 'relay e.outcome();
+                        }
+                        p.sent(shared, out.sent);
+                    }
+                },
+            }
+        }
+    };
+
+    let mut ended = p.end(shared, outcome, error);
+    ended.app_done = app_done;
+    ended
+}
+
+/// Ends a stream cleanly at an event boundary with a jittered `retry:` hint.
+async fn close<C: Client>(
+    shared: &Shared,
+    client: &mut C,
+    p: &mut Progress,
+    outcome: Outcome,
+) -> Outcome {
+    let base = match outcome {
+        Outcome::Shutdown => shared.config.shutdown.retry,
+        _ => shared
+            .config
+            .sse
+            .retry
+            .unwrap_or(shared.config.shutdown.retry),
+    };
+    let block = crate::sse::retry_block(shared.drain.retry_ms(base));
+    let n = block.len() as u64;
+    if let Err(e) = client.finish(Some(block)).await {
+        return e.outcome();
+    }
+    p.wrote_own(shared, n);
+    outcome
+}
