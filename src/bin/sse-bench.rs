@@ -14,7 +14,9 @@
 //! Layout: `sse_bench/origin.rs` (the origin), `client.rs` (streams, phases,
 //! report), `h2c.rs` (the minimal HTTP/2 client framing), `parse.rs` (chunked +
 //! SSE byte parsers), `hist.rs` (latency histogram), `sys.rs` (clock, fd
-//! limit, /proc sampling).
+//! limit, /proc sampling; the one module allowed `unsafe`).
+
+#![deny(unsafe_code)]
 
 #[path = "sse_bench/client.rs"]
 mod client;

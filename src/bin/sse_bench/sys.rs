@@ -1,61 +1,45 @@
-//! The few libc calls the bench needs, declared by hand so the binary adds no
-//! dependency to the package. Linux, 64-bit only (the layouts below are the
-//! x86_64/aarch64 ones), which is where the benchmark runs.
+//! The bench's syscalls, through the `libc` crate, each behind a safe function: the one
+//! module of the binary where `unsafe` is allowed (the crate root denies it elsewhere).
+//! `sample_group` reads /proc, so the bench runs on Linux, which is where it is used.
+
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::io;
-
-#[repr(C)]
-struct Timespec {
-    tv_sec: i64,
-    tv_nsec: i64,
-}
-
-#[repr(C)]
-struct Rlimit {
-    cur: u64,
-    max: u64,
-}
-
-extern "C" {
-    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-    fn getrlimit(resource: i32, rl: *mut Rlimit) -> i32;
-    fn setrlimit(resource: i32, rl: *const Rlimit) -> i32;
-    fn sysconf(name: i32) -> i64;
-}
-
-const CLOCK_MONOTONIC: i32 = 1;
-const RLIMIT_NOFILE: i32 = 7;
-const SC_CLK_TCK: i32 = 2;
-const SC_PAGESIZE: i32 = 30;
 
 /// CLOCK_MONOTONIC in nanoseconds. The origin stamps events with it and the
 /// client subtracts it on arrival: both run on the same machine, and unlike
 /// CLOCK_REALTIME it cannot jump when NTP steps the clock mid-run.
 pub fn now_ns() -> u64 {
-    let mut ts = Timespec {
+    let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { clock_gettime(CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: `ts` is a valid, writable timespec that outlives the call; CLOCK_MONOTONIC
+    // always exists on Linux, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 pub fn raise_nofile() -> io::Result<u64> {
-    let mut rl = Rlimit { cur: 0, max: 0 };
-    // SAFETY: `rl` is a valid, writable rlimit.
-    if unsafe { getrlimit(RLIMIT_NOFILE, &mut rl) } != 0 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid, writable rlimit that outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    if rl.cur < rl.max {
-        rl.cur = rl.max;
-        // SAFETY: `rl` is a valid rlimit whose soft limit does not exceed the hard one.
-        if unsafe { setrlimit(RLIMIT_NOFILE, &rl) } != 0 {
+    if rl.rlim_cur < rl.rlim_max {
+        rl.rlim_cur = rl.rlim_max;
+        // SAFETY: `rl` is a valid rlimit whose soft limit does not exceed the hard one; the
+        // kernel only reads it.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) } != 0 {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok(rl.cur)
+    Ok(rl.rlim_cur)
 }
 
 /// Resource use summed over every process of one process group.
@@ -71,8 +55,13 @@ pub struct GroupSample {
 /// from /proc/<pid>/stat (fields 14, 15 and 24). Processes that exit between
 /// the directory listing and the read are skipped.
 pub fn sample_group(pgid: i32) -> GroupSample {
-    // SAFETY: sysconf has no preconditions.
-    let (tck, page) = unsafe { (sysconf(SC_CLK_TCK), sysconf(SC_PAGESIZE)) };
+    // SAFETY: sysconf takes no pointers and has no preconditions; an unknown name returns -1.
+    let (tck, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
     let tck = if tck > 0 { tck as f64 } else { 100.0 };
     let page = if page > 0 { page as u64 } else { 4096 };
     let mut s = GroupSample::default();
