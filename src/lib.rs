@@ -36,7 +36,7 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod cli;
 pub mod config;
 pub(crate) mod metrics;
