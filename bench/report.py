@@ -10,7 +10,9 @@ import json
 import statistics
 import sys
 
-TARGETS = ["direct", "sidecar", "nginx", "haproxy", "floor"]
+TARGETS = ["direct", "sidecar", "nginx", "haproxy", "floor", "baseline"]
+# Columns that are yardsticks, not peers: shown (with a sidecar/X ratio) only when they ran.
+YARDSTICKS = ["floor", "baseline"]
 
 
 def load_cases(path):
@@ -224,24 +226,23 @@ def markdown(meta, rows, cases, failures):
     for n in m.get("notes", []):
         out.append(f"**Note:** {n}")
         out.append("")
-    # The floor (examples/floor_relay.rs) is a yardstick, not a peer: its column and ratio
-    # appear only when it ran.
-    floor = any(c["target"] == "floor" for c in cases)
+    # The floor (examples/floor_relay.rs) and the baseline (an earlier sidecar binary) are
+    # yardsticks, not peers: their columns and ratios appear only when they ran.
+    extra = [y for y in YARDSTICKS if any(c["target"] == y for c in cases)]
     out.append("| workload | metric | direct | sidecar | nginx | haproxy | "
-               + ("floor | " if floor else "")
-               + "sidecar/nginx | sidecar/haproxy | " + ("sidecar/floor | " if floor else "") + "goal |")
-    out.append("|---" * (9 + 2 * floor) + "|")
+               + "".join(f"{y} | " for y in extra)
+               + "sidecar/nginx | sidecar/haproxy | " + "".join(f"sidecar/{y} | " for y in extra) + "goal |")
+    out.append("|---" * (9 + 2 * len(extra)) + "|")
     for r in rows:
         if not r["values"]:
             continue
         v = r["values"]
         c = r["compare"]
-        ratios = [ratio(c.get("sidecar"), c.get(p)) for p in ("nginx", "haproxy") + (("floor",) if floor else ())]
+        ratios = [ratio(c.get("sidecar"), c.get(p)) for p in ["nginx", "haproxy"] + extra]
         g, met = goal(r) if not m["smoke"] else ("", None)
         gtxt = f"{g} {'✓' if met else '✗'}" if met is not None else g
         cells = [r["workload"], r["metric"]] + [v.get(t, "—") for t in ("direct", "sidecar", "nginx", "haproxy")]
-        if floor:
-            cells.append(v.get("floor", "—"))
+        cells += [v.get(y, "—") for y in extra]
         cells += [fmt(x, 2) + "×" if x is not None else "—" for x in ratios]
         cells.append(gtxt)
         out.append("| " + " | ".join(str(x) for x in cells) + " |")

@@ -11,16 +11,18 @@
 #
 # Options:
 #   --no-build            use the binaries as they are (default: cargo build --release --bins)
-#   --targets LIST        comma-separated subset of direct,sidecar,nginx,haproxy,floor;
-#                         default all but floor. floor = examples/floor_relay.rs, a relay with
-#                         no user-space work at all: the kernel's floor for nginx's design,
-#                         a yardstick column (sidecar/floor), not a peer
+#   --targets LIST        comma-separated subset of direct,sidecar,nginx,haproxy,floor,baseline;
+#                         default all but floor and baseline. floor = examples/floor_relay.rs, a
+#                         relay with no user-space work at all: the kernel's floor for nginx's
+#                         design, a yardstick column (sidecar/floor), not a peer. baseline = an
+#                         earlier sidecar binary ($SSE_SIDECAR_BASELINE), run interleaved with
+#                         the current one: a before/after column (sidecar/baseline)
 #   --workloads LIST      comma-separated subset of latency,fanout,memory,capacity,throughput
 #   --out DIR             where <date>.md/.json go (default bench/results; smoke: temp dir only)
 #   --rounds N            repeat every workload but capacity N times, rotating the target order;
 #                         the table shows the median (default 3; smoke 1)
 #   --latency-streams N --latency-duration DUR   (e.g. a medium run: 1000 streams for 10s)
-# Env: SSE_BENCH, SSE_SIDECAR (binary paths), BENCH_KEEP=1 keeps the temp dir; the
+# Env: SSE_BENCH, SSE_SIDECAR, SSE_SIDECAR_BASELINE (binary paths), BENCH_KEEP=1 keeps the temp dir; the
 #   workload sizes (LAT_STREAMS, LAT_DUR, FAN_STREAMS, MEM_STREAMS, CAP_MAX, CAP_HOLD,
 #   CAP_TRIES, THR_DUR, … see below) override the defaults.
 #
@@ -115,6 +117,7 @@ fi
 BENCH=${SSE_BENCH:-$ROOT/target/release/sse-bench}
 SIDECAR=${SSE_SIDECAR:-$ROOT/target/release/sse-sidecar}
 FLOOR=$ROOT/target/release/examples/floor_relay
+BASELINE=${SSE_SIDECAR_BASELINE:-}
 [ -x "$BENCH" ] || { echo "bench.sh: $BENCH not found (build it, or set SSE_BENCH)" >&2; exit 1; }
 
 NOTES=()
@@ -123,11 +126,20 @@ NOTES=()
 while IFS= read -r kv; do
     NOTES+=("sidecar configured from the environment: \`$kv\`")
     log "sidecar configured from the environment: $kv"
-done < <(env | grep '^SSE_SIDECAR_' | sort)
+done < <(env | grep '^SSE_SIDECAR_' | grep -v '^SSE_SIDECAR_BASELINE=' | sort)
 if has "$TARGETS" sidecar && [ ! -x "$SIDECAR" ]; then
     NOTES+=("sidecar binary $SIDECAR not found: sidecar column skipped")
     log "${NOTES[-1]}"
     TARGETS=$(echo ",$TARGETS," | sed 's/,sidecar,/,/; s/^,//; s/,$//')
+fi
+if has "$TARGETS" baseline; then
+    if [ -x "$BASELINE" ]; then
+        NOTES+=("baseline: \`$BASELINE\` ($("$BASELINE" --version 2>/dev/null | head -n 1)), run interleaved with the current sidecar with the same flags")
+    else
+        NOTES+=("baseline binary '$BASELINE' not found (set SSE_SIDECAR_BASELINE): baseline column skipped")
+        TARGETS=$(echo ",$TARGETS," | sed 's/,baseline,/,/; s/^,//; s/,$//')
+    fi
+    log "${NOTES[-1]}"
 fi
 if has "$TARGETS" floor && [ ! -x "$FLOOR" ]; then
     NOTES+=("floor binary $FLOOR not found (cargo build --release --example floor_relay): floor column skipped")
@@ -211,11 +223,13 @@ start_target() {
     STOP_SIG=TERM
     case "$t" in
         direct) PORT=$ORIGIN_PORT; return 0 ;;
-        sidecar)
+        sidecar|baseline)
             PORT=$(free_port)
             STOP_SIG=INT
+            local bin=$SIDECAR
+            [ "$t" = baseline ] && bin=$BASELINE
             # RUST_LOG=warn: no per-request logging, like nginx's access_log off.
-            RUST_LOG=warn start sidecar "$SIDECAR" --listen "127.0.0.1:$PORT" \
+            RUST_LOG=warn start "$t" "$bin" --listen "127.0.0.1:$PORT" \
                 --upstream "http://127.0.0.1:$ORIGIN_PORT" --metrics-listen off \
                 --heartbeat-interval "$hb" --sse-idle-timeout 1h
             ;;
@@ -315,7 +329,7 @@ for wl in latency fanout memory capacity throughput; do
                     # Try CAP_MAX; on errors retry at what was held (rounded down to 500), ≤ CAP_TRIES runs.
                     n=$CAP_MAX
                     idle=()
-                    [ "$t" = sidecar ] && idle=(--idle-timeout "$HB_SILENT_FOR")
+                    case "$t" in sidecar | baseline) idle=(--idle-timeout "$HB_SILENT_FOR") ;; esac
                     for try in $(seq "$CAP_TRIES"); do
                         run_case capacity "$t" "$HB_IDLE" "$n" /idle "$CAP_RAMP" "$CAP_HOLD" \
                             --align 0s --ready-timeout 20s "${idle[@]}" || break
