@@ -30,11 +30,15 @@ pub(crate) enum Outcome {
     MaxDuration = 5,
     /// The client did not take bytes within `sse.write_timeout`.
     SlowConsumer = 6,
+    /// A resumable stream whose client left was given up: nobody resumed it within
+    /// `resume.grace`, or the resume buffers needed its room. Counted in addition to the
+    /// outcome of the client's own connection.
+    ParkedExpired = 7,
 }
 
 impl Outcome {
     /// Every outcome, in label-array order.
-    pub(crate) const ALL: [Outcome; 7] = [
+    pub(crate) const ALL: [Outcome; 8] = [
         Outcome::Completed,
         Outcome::ClientClosed,
         Outcome::UpstreamError,
@@ -42,6 +46,7 @@ impl Outcome {
         Outcome::Shutdown,
         Outcome::MaxDuration,
         Outcome::SlowConsumer,
+        Outcome::ParkedExpired,
     ];
 
     /// The label value.
@@ -54,6 +59,7 @@ impl Outcome {
             Outcome::Shutdown => "shutdown",
             Outcome::MaxDuration => "max_duration",
             Outcome::SlowConsumer => "slow_consumer",
+            Outcome::ParkedExpired => "parked_expired",
         }
     }
 }
@@ -118,7 +124,7 @@ impl UpstreamErrorReason {
 }
 
 /// Sidecar-added latency per event: the interesting range is tens of
-/// microseconds (nginx adds ~40 µs on loopback); anything near a second is a bug.
+/// microseconds on loopback; anything near a second is a bug.
 const EVENT_DELAY_BUCKETS: &[f64] = &[
     25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
     500e-3, 1.0,
@@ -160,6 +166,38 @@ pub(crate) struct Metrics {
     /// Indexed `[kind][status / 100 - 1]`.
     requests_total: [[IntCounter; CODE_CLASSES.len()]; Kind::ALL.len()],
     upstream_errors_total: [IntCounter; UpstreamErrorReason::ALL.len()],
+    streams_parked: IntGauge,
+    resumes_total: [IntCounter; ResumeResult::ALL.len()],
+    replayed_events_total: IntCounter,
+    resume_buffer_bytes: IntGauge,
+    resume_unbuffered_total: IntCounter,
+}
+
+/// How a resume attempt went: the `result` label of `sse_sidecar_resumes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResumeResult {
+    /// The stream was found and the events after the id replayed (takeovers included).
+    Resumed = 0,
+    /// No such stream: expired, overflowed past the id, ended, or never existed.
+    Unknown = 1,
+    /// The stream exists, but the credentials, path or query differ.
+    Denied = 2,
+}
+
+impl ResumeResult {
+    pub(crate) const ALL: [ResumeResult; 3] = [
+        ResumeResult::Resumed,
+        ResumeResult::Unknown,
+        ResumeResult::Denied,
+    ];
+
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            ResumeResult::Resumed => "resumed",
+            ResumeResult::Unknown => "unknown",
+            ResumeResult::Denied => "denied",
+        }
+    }
 }
 
 impl Metrics {
@@ -249,6 +287,39 @@ impl Metrics {
         let upstream_errors_total = UpstreamErrorReason::ALL
             .map(|r| upstream_errors_total.with_label_values(&[r.as_str()]));
 
+        let streams_parked = IntGauge::new(
+            "sse_sidecar_streams_parked",
+            "Resumable streams whose client left, kept open for resume.grace.",
+        )?;
+        registry.register(Box::new(streams_parked.clone()))?;
+        let resumes_total = IntCounterVec::new(
+            Opts::new(
+                "sse_sidecar_resumes_total",
+                "Requests carrying one of the sidecar's Last-Event-IDs on a resumable path, by \
+                 result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(resumes_total.clone()))?;
+        let resumes_total =
+            ResumeResult::ALL.map(|r| resumes_total.with_label_values(&[r.as_str()]));
+        let replayed_events_total = counter(
+            registry,
+            "sse_sidecar_replayed_events_total",
+            "Events replayed from resume buffers to resuming clients.",
+        )?;
+        let resume_buffer_bytes = IntGauge::new(
+            "sse_sidecar_resume_buffer_bytes",
+            "Bytes held in resume buffers (attached and parked streams), in bytes.",
+        )?;
+        registry.register(Box::new(resume_buffer_bytes.clone()))?;
+        let resume_unbuffered_total = counter(
+            registry,
+            "sse_sidecar_resume_unbuffered_total",
+            "Streams on a resumable path relayed without resume because resume.max_total_bytes \
+             was in use by attached streams.",
+        )?;
+
         let build_info = IntGauge::with_opts(
             Opts::new(
                 "sse_sidecar_build_info",
@@ -277,7 +348,33 @@ impl Metrics {
             stream_duration_seconds,
             requests_total,
             upstream_errors_total,
+            streams_parked,
+            resumes_total,
+            replayed_events_total,
+            resume_buffer_bytes,
+            resume_unbuffered_total,
         })
+    }
+
+    /// A resumable stream's client left (`+1`) or one came back or it was given up (`-1`).
+    pub(crate) fn streams_parked_add(&self, delta: i64) {
+        self.streams_parked.add(delta);
+    }
+
+    /// A resume attempt and, when it resumed, the events replayed to it.
+    pub(crate) fn resume(&self, result: ResumeResult, replayed: u64) {
+        self.resumes_total[result as usize].inc();
+        self.replayed_events_total.inc_by(replayed);
+    }
+
+    /// Resume buffers grew (`+`) or shrank (`-`) by `delta` bytes.
+    pub(crate) fn resume_buffer_add(&self, delta: i64) {
+        self.resume_buffer_bytes.add(delta);
+    }
+
+    /// A stream on a resumable path went without resume: the buffers were full.
+    pub(crate) fn resume_unbuffered(&self) {
+        self.resume_unbuffered_total.inc();
     }
 
     /// Counts a stream as active until the returned guard is dropped, so the
@@ -424,7 +521,8 @@ mod tests {
     fn labelled_series_exist_at_zero() {
         let registry = Registry::new();
         let _m = Metrics::new(&registry).unwrap();
-        assert_eq!(series_count(&registry, "sse_sidecar_streams_total"), 7);
+        assert_eq!(series_count(&registry, "sse_sidecar_streams_total"), 8);
+        assert_eq!(series_count(&registry, "sse_sidecar_resumes_total"), 3);
         assert_eq!(series_count(&registry, "sse_sidecar_requests_total"), 10);
         assert_eq!(
             series_count(&registry, "sse_sidecar_upstream_errors_total"),

@@ -17,6 +17,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use spec::Item;
+use sse_sidecar::sse::resume_id::ResumeId;
 use sse_sidecar::sse::{comment_block, open_block, retry_block, Framer};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -61,6 +62,8 @@ struct Relayed {
     events: u64,
     /// The sidecar wrote a block before any app byte went downstream.
     wrote_before_app: bool,
+    /// A stamping framer's `event_ends`, as output offsets.
+    event_ends: Vec<usize>,
 }
 
 fn split<'a>(app: &'a [u8], plan: &Plan) -> Vec<&'a [u8]> {
@@ -102,6 +105,11 @@ fn check_state(framer: &Framer, output: &[u8]) {
 }
 
 fn relay(app: &[u8], plan: &Plan) -> Relayed {
+    relay_with(app, plan, None)
+}
+
+/// The simulated relay; `token`: a stamping framer (resumable stream).
+fn relay_with(app: &[u8], plan: &Plan, token: Option<&str>) -> Relayed {
     let step_checks = app.len() <= STEP_CHECK_MAX;
     let mut r = Relayed {
         output: Vec::new(),
@@ -109,11 +117,15 @@ fn relay(app: &[u8], plan: &Plan) -> Relayed {
         injected_retries: Vec::new(),
         events: 0,
         wrote_before_app: false,
+        event_ends: Vec::new(),
     };
     let open = plan
         .opening
         .and_then(|(comment, padding, retry)| open_block(comment, padding, retry));
-    let mut framer = Framer::new(open.is_some());
+    let mut framer = match token {
+        Some(t) => Framer::stamping(open.is_some(), t.to_string()),
+        None => Framer::new(open.is_some()),
+    };
     if let Some(block) = &open {
         r.output.extend_from_slice(block);
         r.injected.push(0..block.len());
@@ -152,8 +164,9 @@ fn relay(app: &[u8], plan: &Plan) -> Relayed {
         let chunk = Bytes::copy_from_slice(chunk);
         let fwd = framer.forward(chunk.clone());
         // Zero-copy: anything not longer than the chunk must be a slice of it
-        // (only released BOM bytes make the output longer, and copied).
-        if !fwd.bytes.is_empty() && fwd.bytes.len() <= chunk.len() {
+        // (only released BOM bytes and id lines make the output longer, and
+        // copied).
+        if token.is_none() && !fwd.bytes.is_empty() && fwd.bytes.len() <= chunk.len() {
             let within = chunk.as_ptr_range();
             let got = fwd.bytes.as_ptr_range();
             assert!(
@@ -162,6 +175,9 @@ fn relay(app: &[u8], plan: &Plan) -> Relayed {
             );
         }
         app_bytes_out |= !fwd.bytes.is_empty();
+        let at = r.output.len();
+        r.event_ends
+            .extend(framer.event_ends().iter().map(|end| at + end));
         r.output.extend_from_slice(&fwd.bytes);
         r.events += u64::from(fwd.events);
         if step_checks {
@@ -239,6 +255,133 @@ fn check(app: &[u8], plan: &Plan) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A token no generated stream contains.
+const TOKEN: &str = "Tk_-0123456789abcdefgh";
+
+/// The id a stamping framer must give event `seq` whose app id is `app_id`.
+fn stamped_id(seq: u64, app_id: &[u8]) -> Vec<u8> {
+    let mut line = Vec::new();
+    ResumeId::write_line(&mut line, TOKEN, seq, app_id);
+    line[4..line.len() - 1].to_vec()
+}
+
+/// The invariant of a stamping framer (issue 15): a spec parser reads the
+/// same events (type and data) and app retries from the output as from the
+/// app's bytes; each event's id is ours, numbered from 1 and carrying the
+/// app's own last event ID; injected blocks stay blocks of their own; and
+/// taking our id lines out gives back the app's bytes.
+fn check_stamped(app: &[u8], plan: &Plan) -> Result<(), TestCaseError> {
+    let r = relay_with(app, plan, Some(TOKEN));
+    let want = spec::parse(app);
+    let got = spec::parse(&r.output);
+    let injected_at = |pos: usize| r.injected.iter().any(|range| range.contains(&pos));
+    let got_app: Vec<&Item> = got
+        .items
+        .iter()
+        .filter(|(pos, _)| !injected_at(*pos))
+        .map(|(_, item)| item)
+        .collect();
+    prop_assert_eq!(got_app.len(), want.items.len(), "items added or lost");
+    let mut seq = 0;
+    for ((_, w), g) in want.items.iter().zip(got_app) {
+        match (w, g) {
+            (Item::Event(w), Item::Event(g)) => {
+                seq += 1;
+                prop_assert_eq!(&g.event_type, &w.event_type, "event type changed");
+                prop_assert_eq!(&g.data, &w.data, "data changed");
+                prop_assert_eq!(&g.id, &stamped_id(seq, &w.id), "wrong id");
+                let id = ResumeId::parse(&g.id).expect("our id parses");
+                prop_assert_eq!((id.token, id.seq), (TOKEN, seq));
+                prop_assert_eq!(id.app_id.unwrap_or_default(), &w.id[..]);
+            }
+            (w, g) => prop_assert_eq!(g, w, "retry changed"),
+        }
+    }
+    prop_assert_eq!(r.events, seq, "Forwarded::events miscounted");
+    // Each event end is where a client has that event and not the next one.
+    prop_assert_eq!(r.event_ends.len() as u64, seq, "one end per event");
+    let ends_to_check = if r.output.len() <= STEP_CHECK_MAX {
+        r.event_ends.len()
+    } else {
+        0
+    };
+    for (i, end) in r.event_ends.iter().enumerate().take(ends_to_check) {
+        let upto = spec::parse(&r.output[..*end]);
+        prop_assert_eq!(
+            upto.events().count(),
+            i + 1,
+            "event {} does not end at {}",
+            i + 1,
+            end
+        );
+    }
+    for block in &got.blocks {
+        for inj in &r.injected {
+            let disjoint = block.end <= inj.start || inj.end <= block.start;
+            let inside = inj.start <= block.start && block.end <= inj.end;
+            prop_assert!(
+                disjoint || inside,
+                "injected block {:?} merged with {:?}",
+                inj,
+                block
+            );
+        }
+    }
+    // The app's bytes: the output less injected blocks and our id lines.
+    let mut app_out = Vec::with_capacity(r.output.len());
+    let mut last = 0;
+    for inj in &r.injected {
+        app_out.extend_from_slice(&r.output[last..inj.start]);
+        last = inj.end;
+    }
+    app_out.extend_from_slice(&r.output[last..]);
+    let marker = format!("id: {TOKEN}.");
+    let mut rest = &app_out[..];
+    let mut unstamped = Vec::with_capacity(app_out.len());
+    let mut lines = 0;
+    while let Some(at) = rest
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+    {
+        unstamped.extend_from_slice(&rest[..at]);
+        let end = at
+            + rest[at..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .expect("id line ends")
+            + 1;
+        rest = &rest[end..];
+        lines += 1;
+    }
+    unstamped.extend_from_slice(rest);
+    prop_assert_eq!(lines, seq, "one id line per event");
+    let want_app = if r.wrote_before_app && app.starts_with(BOM) {
+        &app[3..]
+    } else {
+        app
+    };
+    prop_assert!(unstamped == want_app, "app bytes were changed");
+    Ok(())
+}
+
+#[test]
+fn stamped_ids_by_hand() {
+    let plan = Plan {
+        opening: None,
+        split: Split::At(vec![]),
+        ticks: vec![0],
+        heartbeat: "",
+        retry_ms: 1,
+    };
+    let app = b"id: 7\ndata: a\n\ndata: b\r\n\r\nid\ndata: c\r\rid: x\x00\ndata: d\n\n";
+    let r = relay_with(app, &plan, Some(TOKEN));
+    let want = format!(
+        "id: 7\ndata: a\nid: {TOKEN}.1.7\n\ndata: b\r\nid: {TOKEN}.2.7\n\r\nid\ndata: c\rid: {TOKEN}.3\n\rid: x\x00\ndata: d\nid: {TOKEN}.4\n\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&r.output), want);
+    check_stamped(app, &plan).unwrap();
+}
+
 // ---- generators ----
 
 /// A field value: no CR/LF, but colons, spaces, NUL, invalid UTF-8 and BOM
@@ -269,6 +412,10 @@ fn line() -> impl Strategy<Value = Vec<u8>> {
         b"dat a",
         b"datadata",
         b"\xEF\xBB\xBFdata",
+        b"i",
+        b"idd",
+        b"Id",
+        b" id",
     ]);
     let retry_value = prop_oneof![
         (0u64..100_000).prop_map(|n| n.to_string()),
@@ -456,6 +603,26 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    /// A stamping framer over structured streams (app ids of every shape).
+    #[test]
+    fn stamping_keeps_events_and_stamps_ids(app in app_stream(), plan in plan()) {
+        check_stamped(&app, &plan)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// A stamping framer over byte soup, split anywhere.
+    #[test]
+    fn stamping_survives_byte_soup(app in byte_soup(), plan in plan()) {
+        check_stamped(&app, &plan)?;
+    }
+}
+
 /// Every split of tricky streams into three reads, with a heartbeat and a
 /// retry block offered at every gap, with and without an opening block.
 #[test]
@@ -481,6 +648,9 @@ fn every_three_way_split_of_tricky_streams() {
                         };
                         if let Err(e) = check(app, &plan) {
                             panic!("{e} for {app:?} with {plan:?}");
+                        }
+                        if let Err(e) = check_stamped(app, &plan) {
+                            panic!("stamping: {e} for {app:?} with {plan:?}");
                         }
                     }
                 }

@@ -32,9 +32,15 @@ pub const KEYS: &[&str] = &[
     "limits.max_streams",
     "limits.max_stream_duration",
     "limits.header_read_timeout",
+    "resume.paths",
+    "resume.grace",
+    "resume.max_bytes",
+    "resume.max_total_bytes",
+    "resume.cookies",
+    "resume.store",
 ];
 
-const SECTIONS: &[&str] = &["sse", "shutdown", "limits"];
+const SECTIONS: &[&str] = &["sse", "shutdown", "limits", "resume"];
 
 /// Where a value came from; named in error messages so users know what to fix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

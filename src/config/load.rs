@@ -5,8 +5,8 @@
 
 use super::file::{kind, scalar, Raw, Source};
 use super::{
-    duration, Config, ConfigError, Limits, Listener, LogFormat, OnUpstreamError, Overrides,
-    Shutdown, Sse, Timeouts, Tls, Upstream,
+    duration, size, Config, ConfigError, Limits, Listener, LogFormat, OnUpstreamError, Overrides,
+    Resume, Shutdown, Sse, Timeouts, Tls, Upstream,
 };
 use serde_yaml::{Mapping, Value};
 use std::net::SocketAddr;
@@ -184,6 +184,80 @@ impl Validator<'_> {
             return default;
         }
         d
+    }
+
+    /// A size such as `64KiB` or `1MiB`, at least 1 KiB.
+    fn size(&mut self, key: &str, default: usize) -> usize {
+        let Some((s, v, source)) = self.text(key) else {
+            return default;
+        };
+        match size::parse(&s) {
+            Some(n) if n >= 1024 => n,
+            _ => {
+                self.bad(
+                    key,
+                    &v,
+                    source,
+                    "a size of at least 1KiB, such as 64KiB or 1MiB",
+                );
+                default
+            }
+        }
+    }
+
+    /// A list of path prefixes starting with `/`.
+    fn paths(&mut self, key: &str) -> Vec<String> {
+        match self.raw.get(key).cloned() {
+            None | Some((Value::Null, _)) => Vec::new(),
+            Some((Value::Sequence(items), source)) => items
+                .iter()
+                .filter_map(|item| match item {
+                    Value::String(p) if p.starts_with('/') => Some(p.clone()),
+                    other => {
+                        self.bad(key, other, source, "path prefixes starting with /");
+                        None
+                    }
+                })
+                .collect(),
+            Some((other, source)) => {
+                self.bad(
+                    key,
+                    &other,
+                    source,
+                    "a list of path prefixes such as [\"/v1/chat\"]",
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// A list of names (cookie names): non-empty tokens without `=`, `;` or spaces.
+    fn names(&mut self, key: &str) -> Vec<String> {
+        let valid = |s: &str| {
+            !s.is_empty() && !s.contains(|c: char| c == '=' || c == ';' || c.is_whitespace())
+        };
+        match self.raw.get(key).cloned() {
+            None | Some((Value::Null, _)) => Vec::new(),
+            Some((Value::Sequence(items), source)) => items
+                .iter()
+                .filter_map(|item| match item {
+                    Value::String(n) if valid(n) => Some(n.clone()),
+                    other => {
+                        self.bad(key, other, source, "cookie names such as session");
+                        None
+                    }
+                })
+                .collect(),
+            Some((other, source)) => {
+                self.bad(
+                    key,
+                    &other,
+                    source,
+                    "a list of cookie names such as [session]",
+                );
+                Vec::new()
+            }
+        }
     }
 
     fn number(&mut self, key: &str, default: usize, max: usize) -> usize {
@@ -416,28 +490,7 @@ impl Validator<'_> {
             header_read: self
                 .positive_duration("limits.header_read_timeout", Duration::from_secs(10)),
         };
-        let paths = match self.raw.get("sse.paths").cloned() {
-            None | Some((Value::Null, _)) => Vec::new(),
-            Some((Value::Sequence(items), source)) => items
-                .iter()
-                .filter_map(|item| match item {
-                    Value::String(p) if p.starts_with('/') => Some(p.clone()),
-                    other => {
-                        self.bad("sse.paths", other, source, "path prefixes starting with /");
-                        None
-                    }
-                })
-                .collect(),
-            Some((other, source)) => {
-                self.bad(
-                    "sse.paths",
-                    &other,
-                    source,
-                    "a list of path prefixes such as [\"/v1/chat\"]",
-                );
-                Vec::new()
-            }
-        };
+        let paths = self.paths("sse.paths");
         let open_comment = match self.text("sse.open_comment") {
             Some((s, _, _)) if matches!(s.as_str(), "off" | "false") => None,
             Some(_) => Some(self.comment("sse.open_comment", "ok")),
@@ -482,6 +535,30 @@ impl Validator<'_> {
                 ));
             }
         }
+        let resume = Resume {
+            paths: self.paths("resume.paths"),
+            grace: self.positive_duration("resume.grace", Duration::from_secs(30)),
+            max_bytes: self.size("resume.max_bytes", 1 << 20),
+            max_total_bytes: self.size("resume.max_total_bytes", 256 << 20),
+            cookies: self.names("resume.cookies"),
+        };
+        if let Some((s, v, source)) = self.text("resume.store") {
+            if s != "memory" {
+                self.bad(
+                    "resume.store",
+                    &v,
+                    source,
+                    "memory (a shared store is not available yet)",
+                );
+            }
+        }
+        if resume.max_bytes > resume.max_total_bytes {
+            self.problems.push(format!(
+                "resume.max_bytes ({}) is larger than resume.max_total_bytes ({})",
+                size::format(resume.max_bytes),
+                size::format(resume.max_total_bytes)
+            ));
+        }
         Some(Config {
             listeners,
             upstream,
@@ -492,6 +569,7 @@ impl Validator<'_> {
             sse,
             shutdown,
             limits,
+            resume,
         })
     }
 }

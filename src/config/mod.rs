@@ -9,6 +9,7 @@
 mod duration;
 mod file;
 mod load;
+mod size;
 
 use serde_yaml::{Mapping, Value};
 use std::fmt;
@@ -128,6 +129,20 @@ pub(crate) struct Limits {
     pub(crate) max_stream_duration: Option<Duration>,
 }
 
+/// Resumable streams (`resume.*`): off while `paths` is empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Resume {
+    pub(crate) paths: Vec<String>,
+    /// How long a stream whose client left stays open, buffering.
+    pub(crate) grace: Duration,
+    /// Replay buffer per stream.
+    pub(crate) max_bytes: usize,
+    /// All replay buffers together.
+    pub(crate) max_total_bytes: usize,
+    /// Cookies that identify the client; empty: the whole `Cookie` header.
+    pub(crate) cookies: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub listeners: Vec<Listener>,
@@ -139,6 +154,7 @@ pub struct Config {
     pub(crate) sse: Sse,
     pub(crate) shutdown: Shutdown,
     pub(crate) limits: Limits,
+    pub(crate) resume: Resume,
 }
 
 /// Every problem found while loading, in one error.
@@ -258,12 +274,35 @@ impl Config {
             d(self.timeouts.header_read).into(),
         );
         top.insert("limits".into(), Value::Mapping(limits));
+        let list = |v: &[String]| Value::Sequence(v.iter().map(|p| p.clone().into()).collect());
+        let mut resume = Mapping::new();
+        resume.insert("paths".into(), list(&self.resume.paths));
+        resume.insert("grace".into(), d(self.resume.grace).into());
+        resume.insert(
+            "max_bytes".into(),
+            size::format(self.resume.max_bytes).into(),
+        );
+        resume.insert(
+            "max_total_bytes".into(),
+            size::format(self.resume.max_total_bytes).into(),
+        );
+        resume.insert("cookies".into(), list(&self.resume.cookies));
+        resume.insert("store".into(), "memory".into());
+        top.insert("resume".into(), Value::Mapping(resume));
         serde_yaml::to_string(&Value::Mapping(top)).unwrap_or_default()
     }
 
     /// Whether `path` is configured as an SSE path (prefix match on path segments' text).
     pub(crate) fn is_sse_path(&self, path: &str) -> bool {
         self.sse.paths.iter().any(|p| path.starts_with(p.as_str()))
+    }
+
+    /// Whether streams on `path` are resumable (`resume.paths`, prefix match).
+    pub(crate) fn is_resume_path(&self, path: &str) -> bool {
+        self.resume
+            .paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
     }
 }
 

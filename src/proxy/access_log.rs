@@ -17,6 +17,8 @@ pub(crate) struct Entry<'a> {
     pub(crate) started: Instant,
     pub(crate) stream: Option<&'a StreamSummary>,
     pub(crate) error: Option<&'a str>,
+    /// A resumed stream: the events replayed from its buffer.
+    pub(crate) replayed: Option<u64>,
 }
 
 impl Entry<'_> {
@@ -43,6 +45,8 @@ impl Entry<'_> {
                 bytes = s.bytes,
                 heartbeats = s.heartbeats,
                 outcome = %s.outcome.map_or("unknown", Outcome::as_str),
+                resumed = self.replayed.is_some(),
+                replayed = self.replayed.unwrap_or(0),
                 upstream = %upstream,
                 error,
                 "stream ended"

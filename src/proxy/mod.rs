@@ -10,6 +10,7 @@
 //! - [`http1`]: HTTP/1.1 on raw sockets for the lean relay.
 //! - [`upstream_request`], [`headers`], [`answers`], [`upstream_error`]: what the app is sent,
 //!   the header policy, the answers the sidecar makes up, and app failures — one place each.
+//! - [`resume`]: resumable streams, which outlive their client's connection.
 //! - [`shared`], [`drain`], [`trim`], [`access_log`]: process-wide state and services.
 
 pub(crate) mod access_log;
@@ -19,6 +20,7 @@ pub(crate) mod head_guard;
 pub(crate) mod headers;
 pub(crate) mod http1;
 pub(crate) mod lean;
+pub(crate) mod resume;
 pub(crate) mod service;
 pub(crate) mod session_relay;
 pub(crate) mod shared;

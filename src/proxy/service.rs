@@ -38,6 +38,8 @@ pub(crate) struct Ctx {
     error: Option<String>,
     /// A stream's counters, for its log line.
     stream: Option<StreamSummary>,
+    /// A resumed stream: the events replayed.
+    replayed: Option<u64>,
     _in_flight: drain::InFlight,
 }
 
@@ -52,6 +54,7 @@ impl ProxyHttp for SidecarProxy {
             status: 0,
             error: None,
             stream: None,
+            replayed: None,
             _in_flight: self.shared.drain.in_flight(),
         }
     }
@@ -75,6 +78,7 @@ impl ProxyHttp for SidecarProxy {
         ctx.sse = answered.kind == Some(Kind::Sse);
         ctx.error = answered.error;
         ctx.stream = answered.stream;
+        ctx.replayed = answered.replayed;
         Ok(true)
     }
 
@@ -89,7 +93,11 @@ impl ProxyHttp for SidecarProxy {
         _ctx: &mut Ctx,
     ) -> Result<()> {
         let default_host = self.shared.config.upstream.authority();
-        let fwd = Forwarding::of(session, false, &default_host);
+        let resume_path = self
+            .shared
+            .config
+            .is_resume_path(session.req_header().uri.path());
+        let fwd = Forwarding::of(session, false, &default_host, resume_path);
         upstream_request::prepare(session.req_header(), req, &fwd)
             .map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e.to_string()))
     }
@@ -154,6 +162,7 @@ impl ProxyHttp for SidecarProxy {
             started: ctx.started,
             stream: ctx.stream.as_ref(),
             error: error.as_deref(),
+            replayed: ctx.replayed,
         }
         .record(&self.shared);
     }

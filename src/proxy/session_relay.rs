@@ -11,9 +11,11 @@
 use crate::metrics::{Kind, Outcome};
 use crate::proxy::answers::Answer;
 use crate::proxy::headers;
+use crate::proxy::resume::relay::{self as resume_relay, Lookup};
+use crate::proxy::resume::store::{Attached, Entry};
 use crate::proxy::shared::{Shared, StreamSlot};
 use crate::proxy::stream::WriteError;
-use crate::proxy::stream::{self, respond, AppBody, Body, Client, Progress, StreamSummary};
+use crate::proxy::stream::{self, respond, AppBody, Body, Client, Ended, Progress, StreamSummary};
 use crate::proxy::upstream_error::{Failure, UpstreamError};
 use crate::proxy::upstream_request::{self, Forwarding};
 use bytes::Bytes;
@@ -22,6 +24,8 @@ use pingora_core::protocols::http::server::Session as ClientSession;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
+use std::borrow::BorrowMut;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Request bodies up to this size are kept so the request can be retried on a fresh
@@ -36,10 +40,12 @@ pub(crate) struct Answered {
     pub(crate) kind: Option<Kind>,
     pub(crate) error: Option<String>,
     pub(crate) stream: Option<StreamSummary>,
+    /// A resumed stream: the events replayed from its buffer.
+    pub(crate) replayed: Option<u64>,
 }
 
 /// Relays one SSE candidate. Everything, failures included, is answered here.
-pub(crate) async fn run(shared: &Shared, session: &mut Session, started: Instant) -> Answered {
+pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: Instant) -> Answered {
     let Some(_slot) = StreamSlot::take(shared) else {
         let mut client = PingoraClient(&mut session.downstream_session);
         let _ = respond::answer(&mut client, Answer::over_limit(shared)).await;
@@ -65,6 +71,10 @@ pub(crate) async fn run(shared: &Shared, session: &mut Session, started: Instant
             };
         }
     };
+    // A resume is answered from the stream's log; the app sees nothing of it.
+    if let Lookup::Resume(entry, attached) = resume_relay::lookup(shared, session.req_header()) {
+        return resumed(shared, session, started, entry, attached).await;
+    }
     let mut app = match exchange(shared, session, &req).await {
         Ok(app) => app,
         Err(Failed::Client(e)) => {
@@ -98,16 +108,43 @@ pub(crate) async fn run(shared: &Shared, session: &mut Session, started: Instant
             status,
             kind: Some(Kind::Other),
             error: result.err().map(|e| e.to_string()),
-            stream: None,
+            ..Answered::default()
         };
     }
 
     // The idle timeout is enforced by the stream loop, measured from the last read: pingora's
     // per-read timeout would restart whenever a heartbeat wakes the loop.
     app.set_read_timeout(None);
+    let opened = resume_relay::open(shared, session.req_header(), &head);
     let ds = &mut session.downstream_session;
     ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
     let mut client = PingoraClient(ds);
+    // A resumable stream: a producer reads the app into the stream's log, and this
+    // connection is its first consumer.
+    if let Some((entry, first)) = opened {
+        let written = respond::start_stream(shared, &mut client, head).await;
+        let wrote_prefix = shared.open_block.is_some();
+        resume_relay::spawn_producer(shared.clone(), entry.clone(), PingoraApp(app), wrote_prefix);
+        let summary = match written {
+            Ok(prefix) => {
+                let ended =
+                    resume_relay::consume(shared, &mut client, &entry, &first, started, prefix)
+                        .await;
+                return finish_stream(session, status, ended, None);
+            }
+            Err(e) => {
+                entry.detach(first.generation, false, &shared.metrics);
+                StreamSummary::ended_early(shared, e.outcome(), 0)
+            }
+        };
+        session.set_keepalive(None);
+        return Answered {
+            status,
+            kind: Some(Kind::Sse),
+            stream: Some(summary),
+            ..Answered::default()
+        };
+    }
     let ended = match respond::start_stream(shared, &mut client, head).await {
         Ok(prefix) => {
             let p = Progress::new(shared, started, prefix);
@@ -121,15 +158,25 @@ pub(crate) async fn run(shared: &Shared, session: &mut Session, started: Instant
         return Answered {
             status,
             kind: Some(Kind::Sse),
-            error: None,
             stream: Some(summary),
+            ..Answered::default()
         };
     };
     if ended.app_done {
         release(shared, app).await;
     }
+    finish_stream(session, status, ended, None)
+}
+
+/// A stream's answer for the log; a client connection whose stream did not end cleanly is
+/// never reused.
+fn finish_stream(
+    session: &mut Session,
+    status: u16,
+    ended: Ended,
+    replayed: Option<u64>,
+) -> Answered {
     if ended.summary.outcome != Some(Outcome::Completed) {
-        // Never reuse a client connection whose stream did not end cleanly.
         session.set_keepalive(None);
     }
     Answered {
@@ -137,7 +184,47 @@ pub(crate) async fn run(shared: &Shared, session: &mut Session, started: Instant
         kind: Some(Kind::Sse),
         error: ended.error,
         stream: Some(ended.summary),
+        replayed,
     }
+}
+
+/// A client resumes a stream: its head again, then the events after its id, then live.
+async fn resumed(
+    shared: &Shared,
+    session: &mut Session,
+    started: Instant,
+    entry: Arc<Entry>,
+    attached: Attached,
+) -> Answered {
+    let status = entry.head.status.as_u16();
+    let ds = &mut session.downstream_session;
+    // The resuming request's body (a POST resumed by a POST) is not for the app.
+    let timeout = shared.config.timeouts.read;
+    let discarded = tokio::time::timeout(timeout, async {
+        while let Some(_chunk) = ds.read_request_body().await? {}
+        Ok::<(), Box<Error>>(())
+    })
+    .await;
+    ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
+    let mut client = PingoraClient(ds);
+    let written = match discarded {
+        Ok(Ok(())) => respond::start_stream(shared, &mut client, entry.head.clone()).await,
+        _ => Err(WriteError::Closed),
+    };
+    let ended = match written {
+        Ok(prefix) => {
+            resume_relay::consume(shared, &mut client, &entry, &attached, started, prefix).await
+        }
+        Err(e) => {
+            entry.detach(attached.generation, false, &shared.metrics);
+            Ended {
+                summary: StreamSummary::ended_early(shared, e.outcome(), 0),
+                error: None,
+                app_done: false,
+            }
+        }
+    };
+    finish_stream(session, status, ended, Some(attached.replayed))
 }
 
 /// The app failed before answering.
@@ -149,6 +236,7 @@ async fn failed(shared: &Shared, session: &mut Session, e: UpstreamError) -> Ans
         kind: Some(kind),
         error: Some(e.to_string()),
         stream,
+        replayed: None,
     }
 }
 
@@ -167,7 +255,10 @@ fn app_request(
     session: &Session,
 ) -> Result<RequestHeader, upstream_request::BadRequest> {
     let default_host = shared.config.upstream.authority();
-    let fwd = Forwarding::of(session, true, &default_host);
+    let resume_path = shared
+        .config
+        .is_resume_path(session.req_header().uri.path());
+    let fwd = Forwarding::of(session, true, &default_host, resume_path);
     upstream_request::upstream_request(session.req_header(), &fwd)
 }
 
@@ -339,12 +430,13 @@ impl Client for PingoraClient<'_> {
     }
 }
 
-/// A pingora upstream session as the app side.
-struct PingoraApp<'a>(&'a mut AppSession);
+/// A pingora upstream session (owned, or borrowed) as the app side.
+struct PingoraApp<S>(S);
 
-impl AppBody for PingoraApp<'_> {
+impl<S: BorrowMut<AppSession> + Send> AppBody for PingoraApp<S> {
     async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         self.0
+            .borrow_mut()
             .read_response_body()
             .await
             .map_err(|e| UpstreamError::from_pingora(&e))

@@ -2,6 +2,7 @@
 //! connection to the app, the blocks the relay injects, and the drain and stream-limit state.
 
 use super::drain::Drain;
+use super::resume::store::Store;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) open_block: Option<Bytes>,
     pub(crate) heartbeat_block: Bytes,
     pub(crate) drain: Arc<Drain>,
+    /// Resumable streams; `None` when `resume.paths` is empty.
+    pub(crate) resume: Option<Arc<Store>>,
     /// SSE candidates being relayed now, for `limits.max_streams`.
     relayed: AtomicUsize,
 }
@@ -51,6 +54,8 @@ impl Shared {
             open_block,
             heartbeat_block,
             drain: Arc::new(Drain::new(config.shutdown)),
+            resume: (!config.resume.paths.is_empty())
+                .then(|| Arc::new(Store::new(config.resume.clone(), metrics.clone()))),
             relayed: AtomicUsize::new(0),
             metrics,
             config,

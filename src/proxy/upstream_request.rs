@@ -18,6 +18,8 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) candidate: bool,
     /// `Host` for a request that carries none (HTTP/1.0): the upstream's authority.
     pub(crate) default_host: &'a str,
+    /// On a resumable path: a `Last-Event-ID` of the sidecar's becomes the app's own id.
+    pub(crate) resume_path: bool,
 }
 
 impl Forwarding<'_> {
@@ -26,6 +28,7 @@ impl Forwarding<'_> {
         session: &pingora_proxy::Session,
         candidate: bool,
         default_host: &'a str,
+        resume_path: bool,
     ) -> Forwarding<'a> {
         Forwarding {
             client_ip: session
@@ -35,6 +38,7 @@ impl Forwarding<'_> {
             tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
             candidate,
             default_host,
+            resume_path,
         }
     }
 }
@@ -68,6 +72,8 @@ pub(crate) fn upstream_request(
 ///   upstream's authority when the request named none;
 /// - `Max-Forwards` decremented on `TRACE` and `OPTIONS` (zero is answered before, see
 ///   [`answers_itself`]);
+/// - on a resumable path, a `Last-Event-ID` of the sidecar's replaced by the app's own id
+///   inside it, or removed when the app had none: the app only ever sees its own ids;
 /// - `X-Forwarded-For`/`-Proto` added; `Accept-Encoding` removed for SSE candidates;
 /// - HTTP/1.1.
 pub(crate) fn prepare(
@@ -98,12 +104,34 @@ pub(crate) fn prepare(
     if let Some(n) = max_forwards(req).filter(|n| *n > 0) {
         let _ = req.insert_header(header::MAX_FORWARDS, (n - 1).to_string());
     }
+    if fwd.resume_path {
+        app_last_event_id(req);
+    }
     headers::add_forwarding(req, fwd.client_ip, fwd.tls);
     if fwd.candidate {
         req.remove_header(&header::ACCEPT_ENCODING);
     }
     req.set_version(Version::HTTP_11);
     Ok(())
+}
+
+/// Replaces a `Last-Event-ID` of the sidecar's with the app's own id it carries.
+fn app_last_event_id(req: &mut RequestHeader) {
+    const LAST_EVENT_ID: &str = "last-event-id";
+    let Some(value) = req.headers.get(LAST_EVENT_ID) else {
+        return;
+    };
+    let Some(id) = crate::sse::resume_id::ResumeId::parse(value.as_bytes()) else {
+        return;
+    };
+    match id.app_id.and_then(|app| HeaderValue::from_bytes(app).ok()) {
+        Some(app) => {
+            let _ = req.insert_header(LAST_EVENT_ID, app);
+        }
+        None => {
+            req.remove_header(LAST_EVENT_ID);
+        }
+    }
 }
 
 /// Whether the sidecar must answer this request itself as its final recipient: a `TRACE` or
@@ -203,6 +231,7 @@ mod tests {
             tls: false,
             candidate,
             default_host: "app:3000",
+            resume_path: true,
         }
     }
 
@@ -322,6 +351,22 @@ mod tests {
         ];
         let req = upstream_request(&build("GET", b"/", &h2c), &fwd(false)).unwrap();
         assert!(values(&req, "upgrade").is_empty() && values(&req, "connection").is_empty());
+    }
+
+    #[test]
+    fn the_app_only_sees_its_own_last_event_ids() {
+        let ours = "AAAAAAAAAAAAAAAAAAAAAA.7.app-42";
+        let req = upstream_request(&build("GET", b"/", &[("last-event-id", ours)]), &fwd(false));
+        assert_eq!(values(&req.unwrap(), "last-event-id"), vec!["app-42"]);
+        let bare = "AAAAAAAAAAAAAAAAAAAAAA.7";
+        let req = upstream_request(&build("GET", b"/", &[("last-event-id", bare)]), &fwd(false));
+        assert!(values(&req.unwrap(), "last-event-id").is_empty());
+        let theirs = upstream_request(&build("GET", b"/", &[("last-event-id", "42")]), &fwd(false));
+        assert_eq!(values(&theirs.unwrap(), "last-event-id"), vec!["42"]);
+        let mut off = fwd(false);
+        off.resume_path = false;
+        let req = upstream_request(&build("GET", b"/", &[("last-event-id", ours)]), &off);
+        assert_eq!(values(&req.unwrap(), "last-event-id"), vec![ours]);
     }
 
     #[test]

@@ -11,6 +11,13 @@
 //!   else. The rest of the line is skipped with `memchr2`, so long payload
 //!   lines cost one SIMD scan and no per-byte branching;
 //! - a UTF-8 BOM is only meaningful as the stream's first three bytes.
+//!
+//! A framer made with [`Framer::stamping`] also gives every dispatched
+//! event an `id:` line of its own (see [`super::resume_id`]), placed right
+//! before the blank line that dispatches it, so it overrides any `id` the
+//! app gave that event. To know the app's own last event ID it also reads
+//! `id` field lines. Only such a framer copies bytes: a chunk that completes
+//! an event is rebuilt with the id lines in it.
 
 use bytes::{Bytes, BytesMut};
 use memchr::memchr2;
@@ -40,15 +47,24 @@ enum Line {
     DataName,
     /// Seen `data:`; the value is irrelevant.
     Data,
+    /// Stamping only: seen `i`, `id`, `id:` (the value is read into
+    /// [`Stamp::pending`]).
+    I,
+    IdName,
+    IdValue,
     /// Anything else (comment, other field, `datax`, ...).
     Other,
 }
 
 impl Line {
     /// Classifies one more byte (never CR or LF) of a line still undecided.
-    fn advance(self, b: u8) -> Line {
+    /// `ids`: `id` lines are told apart (a stamping framer).
+    fn advance(self, b: u8, ids: bool) -> Line {
         match (self, b) {
             (Line::Start, b'd') => Line::D,
+            (Line::Start, b'i') if ids => Line::I,
+            (Line::I, b'd') => Line::IdName,
+            (Line::IdName, b':') => Line::IdValue,
             (Line::D, b'a') => Line::Da,
             (Line::Da, b't') => Line::Dat,
             (Line::Dat, b'a') => Line::DataName,
@@ -60,7 +76,7 @@ impl Line {
 
     /// Whether the line is decided, so the rest of it can be skipped.
     fn decided(self) -> bool {
-        matches!(self, Line::Data | Line::Other)
+        matches!(self, Line::Data | Line::Other | Line::IdValue)
     }
 }
 
@@ -92,6 +108,67 @@ pub struct Framer {
     /// Drop a BOM at the start of the app's body (something was written
     /// downstream before the app's first byte).
     drop_bom: bool,
+    /// Set for a resumable stream: every dispatched event gets an id.
+    stamp: Option<Box<Stamp>>,
+}
+
+/// A stamping framer's state: the stream's token, the app's ids, and where
+/// the chunk being scanned needs id lines.
+#[derive(Debug, Clone)]
+struct Stamp {
+    token: String,
+    /// Events dispatched so far.
+    seq: u64,
+    /// The app's last event ID buffer (WHATWG HTML §9.2.6): set by every
+    /// `id` field without NUL, kept across events.
+    app_id: Vec<u8>,
+    /// The value of the `id` line being read.
+    pending: Vec<u8>,
+    /// The first byte of the pending value was seen (a leading space, if
+    /// any, is already skipped).
+    pending_started: bool,
+    /// The pending value holds a NUL: the spec ignores the field.
+    pending_nul: bool,
+    /// For the chunk being scanned: output offsets of dispatching blank
+    /// lines, each with the id line that goes right before it.
+    marks: Vec<(usize, Vec<u8>)>,
+    /// For the last forwarded bytes: the offset just past the first byte of
+    /// each dispatching line end, in order (see [`Framer::event_ends`]).
+    ends: Vec<usize>,
+    /// Added to scan positions to make them output offsets.
+    base: usize,
+}
+
+impl Stamp {
+    /// More of an `id` line's value.
+    fn capture(&mut self, mut bytes: &[u8]) {
+        if !self.pending_started && !bytes.is_empty() {
+            self.pending_started = true;
+            if bytes[0] == b' ' {
+                bytes = &bytes[1..];
+            }
+        }
+        self.pending_nul |= bytes.contains(&0);
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// The `id` line ended: the spec's last event ID buffer takes its value.
+    fn end_id_line(&mut self) {
+        if !self.pending_nul {
+            std::mem::swap(&mut self.app_id, &mut self.pending);
+        }
+        self.pending.clear();
+        self.pending_started = false;
+        self.pending_nul = false;
+    }
+
+    /// An event is dispatched by the blank line at scan position `pos`.
+    fn dispatch(&mut self, pos: usize) {
+        self.seq += 1;
+        let mut line = Vec::with_capacity(self.token.len() + self.app_id.len() + 32);
+        super::resume_id::ResumeId::write_line(&mut line, &self.token, self.seq, &self.app_id);
+        self.marks.push((self.base + pos, line));
+    }
 }
 
 impl Framer {
@@ -109,7 +186,41 @@ impl Framer {
             has_data: false,
             bom: Bom::Pending(0),
             drop_bom: wrote_prefix,
+            stamp: None,
         }
+    }
+
+    /// A framer for a resumable stream: as [`Framer::new`], and every
+    /// dispatched event gets `id: <token>.<seq>[.<app id>]` (see
+    /// [`super::resume_id`]) right before the blank line that dispatches it.
+    pub fn stamping(wrote_prefix: bool, token: String) -> Self {
+        let mut f = Framer::new(wrote_prefix);
+        f.stamp = Some(Box::new(Stamp {
+            token,
+            seq: 0,
+            app_id: Vec::new(),
+            pending: Vec::new(),
+            pending_started: false,
+            pending_nul: false,
+            marks: Vec::new(),
+            ends: Vec::new(),
+            base: 0,
+        }));
+        f
+    }
+
+    /// A stamping framer: events dispatched so far (the last id's seq).
+    pub fn seq(&self) -> Option<u64> {
+        self.stamp.as_ref().map(|s| s.seq)
+    }
+
+    /// A stamping framer, after [`Framer::forward`]: where in the bytes it
+    /// returned each completed event ends — just past the first byte of the
+    /// line end that dispatched it, in order; the last is event
+    /// [`Framer::seq`]. A client that has those bytes has the event. Empty
+    /// for a framer that does not stamp.
+    pub fn event_ends(&self) -> &[usize] {
+        self.stamp.as_ref().map_or(&[], |s| &s.ends)
     }
 
     /// Feeds one upstream chunk; returns the bytes to forward downstream and
@@ -120,6 +231,30 @@ impl Framer {
     /// a BOM: then they are copied in front of this chunk.
     #[must_use]
     pub fn forward(&mut self, chunk: Bytes) -> Forwarded {
+        if let Some(st) = self.stamp.as_mut() {
+            st.ends.clear();
+        }
+        let fwd = self.forward_unstamped(chunk);
+        match self.stamp.as_mut() {
+            Some(st) if !st.marks.is_empty() => {
+                let marks = std::mem::take(&mut st.marks);
+                let mut shift = 0;
+                for (at, line) in &marks {
+                    shift += line.len();
+                    st.ends.push(at + shift + 1);
+                }
+                Forwarded {
+                    bytes: insert(&fwd.bytes, &marks),
+                    events: fwd.events,
+                }
+            }
+            _ => fwd,
+        }
+    }
+
+    /// [`Framer::forward`] before id lines go in.
+    #[inline]
+    fn forward_unstamped(&mut self, chunk: Bytes) -> Forwarded {
         match self.bom {
             Bom::Done => {
                 let events = self.scan(&chunk);
@@ -145,6 +280,7 @@ impl Framer {
             // A whole BOM. Classification starts after it either way.
             self.bom = Bom::Done;
             let rest = chunk.slice(matched..);
+            self.set_base(if self.drop_bom { 0 } else { matched });
             let events = self.scan(&rest);
             let bytes = if self.drop_bom { rest } else { chunk };
             return Forwarded { bytes, events };
@@ -159,6 +295,8 @@ impl Framer {
         self.bom = Bom::Done;
         // BOM bytes hold no CR/LF, so this only classifies the line start.
         let _ = self.scan(&BOM[..seen + matched]);
+        let released = if self.drop_bom { seen } else { 0 };
+        self.set_base(released + matched);
         let events = self.scan(&chunk[matched..]);
         let bytes = if self.drop_bom && seen > 0 {
             let mut joined = BytesMut::with_capacity(seen + chunk.len());
@@ -226,8 +364,27 @@ impl Framer {
             )
     }
 
+    /// Where the next scanned slice starts in the bytes forwarded (stamping).
+    fn set_base(&mut self, base: usize) {
+        if let Some(st) = self.stamp.as_mut() {
+            st.base = base;
+        }
+    }
+
     /// Runs the line state machine over `buf`; returns events dispatched.
+    /// A stamping framer also records where id lines go (relative to the
+    /// base set for this slice, 0 unless [`Framer::set_base`] said else).
     fn scan(&mut self, buf: &[u8]) -> u32 {
+        let ids = self.stamp.is_some();
+        let events = self.scan_lines(buf, ids);
+        if let Some(st) = self.stamp.as_mut() {
+            st.base = 0;
+        }
+        events
+    }
+
+    #[inline]
+    fn scan_lines(&mut self, buf: &[u8], ids: bool) -> u32 {
         let mut events = 0u32;
         let mut i = 0;
         if self.after_cr {
@@ -241,22 +398,29 @@ impl Framer {
         }
         while i < buf.len() {
             let end = if self.line.decided() {
-                // The rest of the line is irrelevant: jump to its end.
-                match memchr2(b'\r', b'\n', &buf[i..]) {
+                // The rest of the line is irrelevant (but an id's value): jump to its end.
+                let found = memchr2(b'\r', b'\n', &buf[i..]);
+                if self.line == Line::IdValue {
+                    let stop = found.map_or(buf.len(), |p| i + p);
+                    if let Some(st) = self.stamp.as_mut() {
+                        st.capture(&buf[i..stop]);
+                    }
+                }
+                match found {
                     Some(p) => i + p,
                     None => break,
                 }
             } else {
                 let b = buf[i];
                 if b != b'\r' && b != b'\n' {
-                    self.line = self.line.advance(b);
+                    self.line = self.line.advance(b, ids);
                     i += 1;
                     continue;
                 }
                 i
             };
             // buf[end] is CR or LF: the current line ends here.
-            if self.end_line() {
+            if self.end_line(end) {
                 events = events.saturating_add(1);
             }
             i = end + 1;
@@ -271,15 +435,30 @@ impl Framer {
         events
     }
 
-    /// Ends the current line; returns whether it dispatched an event.
-    fn end_line(&mut self) -> bool {
+    /// Ends the current line, whose end is at scan position `pos`; returns
+    /// whether it dispatched an event.
+    fn end_line(&mut self, pos: usize) -> bool {
         let line = std::mem::replace(&mut self.line, Line::Start);
         match line {
             Line::Start => {
                 let dispatched = self.has_data;
                 self.has_data = false;
                 self.block_open = false;
+                if dispatched {
+                    if let Some(st) = self.stamp.as_mut() {
+                        st.dispatch(pos);
+                    }
+                }
                 dispatched
+            }
+            // `id` alone is an id field with an empty value: it resets the
+            // last event ID.
+            Line::IdName | Line::IdValue => {
+                if let Some(st) = self.stamp.as_mut() {
+                    st.end_id_line();
+                }
+                self.block_open = true;
+                false
             }
             // `data` alone is a data field with an empty value: it still
             // makes the data buffer non-empty.
@@ -288,12 +467,26 @@ impl Framer {
                 self.block_open = true;
                 false
             }
-            Line::D | Line::Da | Line::Dat | Line::Other => {
+            Line::D | Line::Da | Line::Dat | Line::I | Line::Other => {
                 self.block_open = true;
                 false
             }
         }
     }
+}
+
+/// `bytes` with each mark's line inserted at its offset (offsets ascending).
+fn insert(bytes: &[u8], marks: &[(usize, Vec<u8>)]) -> Bytes {
+    let extra: usize = marks.iter().map(|(_, line)| line.len()).sum();
+    let mut out = BytesMut::with_capacity(bytes.len() + extra);
+    let mut last = 0;
+    for (at, line) in marks {
+        out.extend_from_slice(&bytes[last..*at]);
+        out.extend_from_slice(line);
+        last = *at;
+    }
+    out.extend_from_slice(&bytes[last..]);
+    out.freeze()
 }
 
 #[cfg(test)]

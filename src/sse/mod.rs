@@ -11,10 +11,15 @@
 //! - `blocks.rs` renders the whole blocks the relay may inject at a boundary
 //!   (heartbeat comment, opening block, `retry:` hint) once, from config.
 //!
-//! Everything works on bytes: payloads are never decoded or copied.
+//! - `resume_id.rs` makes and reads the ids a resumable stream's events
+//!   carry; a framer made with [`Framer::stamping`] writes them.
+//!
+//! Everything works on bytes: payloads are never decoded or copied (but for
+//! a stamping framer, which rebuilds a chunk that completes an event).
 
 mod blocks;
 mod framer;
+pub mod resume_id;
 
 pub use blocks::{comment_block, open_block, retry_block, validate_comment};
 pub use framer::{Forwarded, Framer};

@@ -2,12 +2,12 @@
 //! all they do is relay app chunks and send heartbeats — nginx's event-loop shape.
 //!
 //! Why: with one tokio task per stream, an event costs a readiness dispatch, a task wake, a
-//! poll of the stream's `select!` (four branches over ~1 KiB of future state on cold cache
-//! lines) and a timer check, on top of the `recv` and `sendmsg` the kernel needs. A relay with
-//! no user-space work at all (`examples/floor_relay.rs`) measured ~15 % less CPU per event than
-//! this crate's task-per-stream relay and nginx alike, almost all of it user time. Here a wake
-//! is one `epoll_wait` shared by every ready stream, and per stream a slab index, the read, the
-//! framer and the write.
+//! poll of the stream's `select!` (four branches over its future state, on cold cache lines)
+//! and a timer check, on top of the `recv` and `sendmsg` the kernel needs. A relay with no
+//! user-space work at all (`examples/floor_relay.rs`) showed that this was most of the
+//! user-space CPU per event (README, benchmark section). Here a wake is one `epoll_wait`
+//! shared by every ready stream, and per stream a slab index, the read, the framer and the
+//! write.
 //!
 //! The loop owns only the steady state. Anything else — the client closing or sending bytes,
 //! the app ending, failing or closing, a write the client's socket cannot take whole, an idle

@@ -48,6 +48,7 @@ pub(crate) async fn open_exchange(
         tls: false,
         candidate: true,
         default_host: &default_host,
+        resume_path: cfg.is_resume_path(req.header.uri.path()),
     };
     let mut app_req = match upstream_request(&req.header, &fwd) {
         Ok(r) => r,
@@ -97,7 +98,7 @@ pub(crate) async fn open_exchange(
         .await
         .map_err(|_| ExchangeError::Client)?;
     }
-    forward_request_body(shared, client, &app, req.body, buffered).await?;
+    forward_request_body(shared, client, Some(&app), req.body, buffered).await?;
 
     // The response head, under the normal read timeout.
     let deadline = tokio::time::Instant::now() + cfg.timeouts.read;
@@ -178,11 +179,12 @@ pub(crate) fn compact(b: Bytes) -> Bytes {
     }
 }
 
-/// Streams the request body from the client to the app, re-framed.
-async fn forward_request_body(
+/// Streams the request body from the client to the app, re-framed; with no app (a resume,
+/// which the app never sees) reads it to its end and drops it.
+pub(crate) async fn forward_request_body(
     shared: &Shared,
     client: &mut TcpStream,
-    app: &TcpStream,
+    app: Option<&TcpStream>,
     body: ReqBody,
     buffered: &mut Bytes,
 ) -> Result<(), ExchangeError> {
@@ -209,6 +211,12 @@ async fn forward_request_body(
                 .decode(buffered, |b| pieces.push(b))
                 .map_err(|_| ExchangeError::Client)?;
             *buffered = buffered.slice(used..);
+            let Some(app) = app else {
+                if decoder.is_done() {
+                    return Ok(());
+                }
+                continue;
+            };
             for p in pieces {
                 let head = ChunkHead::new(p.len());
                 write_all(app, &[head.as_bytes(), &p, b"\r\n"], timeout)
@@ -223,7 +231,9 @@ async fn forward_request_body(
         } else {
             let take = (left as usize).min(buffered.len());
             let piece = buffered.split_to(take);
-            write_all(app, &[&piece], timeout).await.map_err(to_app)?;
+            if let Some(app) = app {
+                write_all(app, &[&piece], timeout).await.map_err(to_app)?;
+            }
             left -= take as u64;
             if left == 0 {
                 return Ok(());

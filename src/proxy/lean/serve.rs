@@ -14,23 +14,25 @@
 use super::app::LeanApp;
 use super::client::LeanClient;
 use super::event_loop::{Mailbox, ParkedStream};
-use super::exchange::{compact, open_exchange, Exchange, ExchangeError};
+use super::exchange::{compact, forward_request_body, open_exchange, Exchange, ExchangeError};
 use crate::metrics::{Kind, Outcome};
 use crate::proxy::access_log;
 use crate::proxy::answers::Answer;
 use crate::proxy::headers;
 use crate::proxy::http1::request::Request;
+use crate::proxy::resume::relay::{self as resume_relay, Lookup};
 use crate::proxy::shared::{Shared, StreamSlot};
 use crate::proxy::stream::{self, respond, Ended, Progress, StreamSummary};
 use bytes::Bytes;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// Relays one SSE candidate. Returns the client connection and any bytes already read past
 /// this request when the connection can carry another request.
 pub(crate) async fn serve(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     client: TcpStream,
     req: Box<Request>,
     buffered: Bytes,
@@ -77,6 +79,7 @@ pub(crate) async fn serve(
         started,
         stream: Some(&ended.summary),
         error: ended.error.as_deref(),
+        replayed: None,
     }
     .record(shared);
     let clean = ended.summary.outcome == Some(Outcome::Completed);
@@ -220,6 +223,7 @@ async fn over_limit(shared: &Shared, mut sock: TcpStream, req: &Request, started
         started,
         stream: None,
         error: Some(&why),
+        replayed: None,
     }
     .record(shared);
 }
@@ -227,7 +231,7 @@ async fn over_limit(shared: &Shared, mut sock: TcpStream, req: &Request, started
 /// Everything before the stream loop: the exchange with the app, the response head, and
 /// every answer that is not a stream.
 async fn setup(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut sock: TcpStream,
     req: Box<Request>,
     mut buffered: Bytes,
@@ -240,6 +244,19 @@ async fn setup(
     let http11 = req.header.version == http::Version::HTTP_11;
     let keepalive = req.keepalive;
     let timeouts = &shared.config.timeouts;
+    let log_resumed = |status: u16, s: &StreamSummary, error: Option<&str>, replayed| {
+        access_log::Entry {
+            method: &log.method,
+            path: &log.path,
+            status,
+            kind: Kind::Sse,
+            started,
+            stream: Some(s),
+            error,
+            replayed,
+        }
+        .record(shared)
+    };
     let done = |status: u16, kind: Kind, stream: Option<&StreamSummary>, error: Option<&str>| {
         access_log::Entry {
             method: &log.method,
@@ -249,9 +266,41 @@ async fn setup(
             started,
             stream,
             error,
+            replayed: None,
         }
         .record(shared)
     };
+
+    // A resume is answered from the stream's log; the app sees nothing of it.
+    if let Lookup::Resume(entry, attached) = resume_relay::lookup(shared, &req.header) {
+        let discarded =
+            forward_request_body(shared, &mut sock, None, req.body, &mut buffered).await;
+        let status = entry.head.status.as_u16();
+        let mut client = LeanClient::new(&mut sock, http11, keepalive, timeouts.sse_write);
+        let ended = match respond::start_stream(shared, &mut client, entry.head.clone()).await {
+            Ok(prefix) if discarded.is_ok() => {
+                resume_relay::consume(shared, &mut client, &entry, &attached, started, prefix).await
+            }
+            _ => {
+                entry.detach(attached.generation, false, &shared.metrics);
+                let summary = StreamSummary::ended_early(shared, Outcome::ClientClosed, 0);
+                Ended {
+                    summary,
+                    error: None,
+                    app_done: false,
+                }
+            }
+        };
+        log_resumed(
+            status,
+            &ended.summary,
+            ended.error.as_deref(),
+            Some(attached.replayed),
+        );
+        let clean = ended.summary.outcome == Some(Outcome::Completed);
+        let reuse = clean && keepalive && http11;
+        return Setup::Done(reuse.then_some((sock, compact(buffered))));
+    }
 
     let client_ip = sock.peer_addr().ok().map(|a| a.ip());
     let Exchange { head, mut app } =
@@ -288,6 +337,33 @@ async fn setup(
         done(status, Kind::Other, None, error.as_deref());
         let reuse = result.is_ok() && keepalive && http11;
         return Setup::Done(reuse.then_some((sock, buffered)));
+    }
+
+    // A resumable stream: a producer reads the app into the stream's log, and this
+    // connection is its first consumer.
+    if let Some((entry, first)) = resume_relay::open(shared, &req.header, &head) {
+        let mut client = LeanClient::new(&mut sock, http11, keepalive, timeouts.sse_write);
+        let written = respond::start_stream(shared, &mut client, head).await;
+        let wrote_prefix = shared.open_block.is_some();
+        resume_relay::spawn_producer(shared.clone(), entry.clone(), app, wrote_prefix);
+        let ended = match written {
+            Ok(prefix) => {
+                resume_relay::consume(shared, &mut client, &entry, &first, started, prefix).await
+            }
+            Err(e) => {
+                // Gone before its head: the stream parks all the same.
+                entry.detach(first.generation, false, &shared.metrics);
+                let summary = StreamSummary::ended_early(shared, e.outcome(), 0);
+                Ended {
+                    summary,
+                    error: None,
+                    app_done: false,
+                }
+            }
+        };
+        log_resumed(status, &ended.summary, ended.error.as_deref(), None);
+        let clean = ended.summary.outcome == Some(Outcome::Completed);
+        return Setup::Done((clean && keepalive && http11).then_some((sock, buffered)));
     }
 
     let mut client = LeanClient::new(&mut sock, http11, keepalive, timeouts.sse_write);
@@ -339,7 +415,7 @@ mod size_tests {
     async fn per_stream_sizes_stay_within_budget() {
         let config = Config::from_yaml("").unwrap();
         let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap());
-        let shared = Shared::new(config, metrics, "127.0.0.1:9".parse().unwrap());
+        let shared = Arc::new(Shared::new(config, metrics, "127.0.0.1:9".parse().unwrap()));
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (mut b, _) = l.accept().await.unwrap();

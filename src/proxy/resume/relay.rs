@@ -1,0 +1,354 @@
+//! A resumable stream runs in two halves, so that it outlives its client's connection:
+//!
+//! - the **producer** ([`spawn_producer`]), a task of its own, reads the app's body through a
+//!   stamping [`Framer`] (every event gets the sidecar's id) into the stream's log, whether or
+//!   not a client is attached; it holds back while an attached client is a whole buffer
+//!   behind (so backpressure still reaches the app), gives the stream up `resume.grace` after
+//!   its client left, and closes the app's connection then;
+//! - a **consumer** per client connection ([`consume`]) runs the ordinary stream loop
+//!   ([`crate::proxy::stream::run`]) with the log as its app side, from the start of the
+//!   stream or from the event after the client's `Last-Event-ID`. Heartbeats, the drain, the
+//!   idle and write timeouts stay where they are for every other stream.
+//!
+//! A client that resumes while an older connection is still attached takes the stream over:
+//! the older consumer sees its client as gone and its connection is closed.
+
+use super::store::{Attached, End, Entry, Store};
+use crate::metrics::{Outcome, ResumeResult};
+use crate::proxy::shared::Shared;
+use crate::proxy::stream::{self, AppBody, Body, Client, Ended, Progress, WriteError};
+use crate::proxy::upstream_error::{Failure, UpstreamError};
+use crate::sse::resume_id::ResumeId;
+use crate::sse::Framer;
+use bytes::Bytes;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a request on a resumable path carrying a `Last-Event-ID` finds.
+pub(crate) enum Lookup {
+    /// Not a resume: no store, another path, no `Last-Event-ID`, or not one of ours.
+    NotOurs,
+    /// One of our ids, but no stream to resume (counted): a fresh request for the app.
+    Fresh,
+    /// The stream, attached to this client from the event after the id.
+    Resume(Arc<Entry>, Attached),
+}
+
+/// Matches a request to the stream its `Last-Event-ID` names (see [`ResumeResult`]).
+pub(crate) fn lookup(shared: &Shared, req: &RequestHeader) -> Lookup {
+    let Some(store) = shared.resume.as_deref() else {
+        return Lookup::NotOurs;
+    };
+    if !shared.config.is_resume_path(req.uri.path()) {
+        return Lookup::NotOurs;
+    }
+    let Some(id) = req
+        .headers
+        .get("last-event-id")
+        .and_then(|v| ResumeId::parse(v.as_bytes()))
+    else {
+        return Lookup::NotOurs;
+    };
+    let result = match store.find(id.token) {
+        None => ResumeResult::Unknown,
+        Some(entry) if !store.same_client(&entry, req) => ResumeResult::Denied,
+        Some(entry) => match entry.attach(id.seq, &shared.metrics) {
+            Some(attached) => {
+                shared
+                    .metrics
+                    .resume(ResumeResult::Resumed, attached.replayed);
+                return Lookup::Resume(entry, attached);
+            }
+            None => ResumeResult::Unknown,
+        },
+    };
+    shared.metrics.resume(result, 0);
+    Lookup::Fresh
+}
+
+/// A new resumable stream for `req`, whose app answered `head`: `None` (a stream relayed
+/// without resume) when this is not a resumable path or the buffers are full.
+pub(crate) fn open(
+    shared: &Shared,
+    req: &RequestHeader,
+    head: &ResponseHeader,
+) -> Option<(Arc<Entry>, Attached)> {
+    let store = shared.resume.as_deref()?;
+    if !shared.config.is_resume_path(req.uri.path()) {
+        return None;
+    }
+    let entry = store.open(req, head.clone())?;
+    let first = Attached {
+        generation: 1,
+        from: 0,
+        replayed: 0,
+    };
+    Some((entry, first))
+}
+
+/// Starts the producer of `entry`, reading `app`. `wrote_prefix`: the client's response had
+/// an opening block before the app's first byte (so a BOM there is dropped).
+pub(crate) fn spawn_producer<A: AppBody + Send + 'static>(
+    shared: Arc<Shared>,
+    entry: Arc<Entry>,
+    app: A,
+    wrote_prefix: bool,
+) {
+    tokio::spawn(produce(shared, entry, app, wrote_prefix));
+}
+
+async fn produce<A: AppBody + Send>(
+    shared: Arc<Shared>,
+    entry: Arc<Entry>,
+    mut app: A,
+    wrote_prefix: bool,
+) {
+    let Some(store) = shared.resume.clone() else {
+        return;
+    };
+    let (grace, max_bytes) = (store.config().grace, store.config().max_bytes);
+    let started = Instant::now();
+    let mut framer = Framer::stamping(wrote_prefix, entry.token.clone());
+
+    // Until the app's body ends or fails, or the stream is given up.
+    let mut given_up = loop {
+        let mut changed = pin!(entry.changed.notified());
+        changed.as_mut().enable();
+        let (lagging, expires, evicted) = {
+            let st = entry.lock();
+            let behind = (st.log.end - st.consumer_at) as usize;
+            let lagging = st.attached.is_some() && behind >= max_bytes;
+            (lagging, st.parked_since.map(|t| t + grace), st.evicted)
+        };
+        if evicted || expires.is_some_and(|t| Instant::now() >= t) {
+            break true;
+        }
+        tokio::select! {
+            biased;
+            // A client attached, left or took over; the stream was given up.
+            () = &mut changed => {}
+            // The attached client read some: read the app again.
+            () = entry.space.notified(), if lagging => {}
+            // The grace of a parked stream ran out.
+            () = sleep_until(expires) => {}
+            chunk = app.next(), if !lagging => match chunk {
+                Ok(Some(bytes)) => append(&store, &entry, &mut framer, bytes, max_bytes),
+                Ok(None) => {
+                    let rest = framer.finish();
+                    append(&store, &entry, &mut framer, rest, max_bytes);
+                    finish(&entry, End::Clean);
+                    break false;
+                }
+                Err(e) => {
+                    shared.metrics.upstream_error(e.failure.reason());
+                    finish(&entry, End::Failed(e.failure, e.detail));
+                    break false;
+                }
+            }
+        }
+    };
+    // The app's connection closes now: its body is over, or nobody will read it.
+    drop(app);
+
+    // The end waits in the log for a client, until one receives it or the grace runs out.
+    while !given_up {
+        let mut changed = pin!(entry.changed.notified());
+        changed.as_mut().enable();
+        let expires = {
+            let st = entry.lock();
+            if st.end_delivered {
+                break;
+            }
+            if st.evicted {
+                given_up = true;
+                break;
+            }
+            st.parked_since.map(|t| t + grace)
+        };
+        if expires.is_some_and(|t| Instant::now() >= t) {
+            given_up = true;
+            break;
+        }
+        tokio::select! {
+            () = &mut changed => {}
+            () = sleep_until(expires) => {}
+        }
+    }
+    if given_up {
+        shared
+            .metrics
+            .stream_finished(Outcome::ParkedExpired, started.elapsed());
+    }
+    store.remove(&entry);
+}
+
+/// Sleeps until `at`; forever when there is no deadline.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Frames the app's bytes into the log, drops what the bound says, wakes the consumer.
+fn append(store: &Store, entry: &Entry, framer: &mut Framer, bytes: Bytes, max_bytes: usize) {
+    let fwd = framer.forward(bytes);
+    let seq = framer.seq().unwrap_or(0);
+    let ends = framer.event_ends();
+    let first = seq + 1 - ends.len() as u64;
+    let ends: Vec<(u64, usize)> = ends
+        .iter()
+        .enumerate()
+        .map(|(i, at)| (first + i as u64, *at))
+        .collect();
+    let added = fwd.bytes.len();
+    let dropped = {
+        let mut st = entry.lock();
+        st.log.push(fwd.bytes, &ends);
+        let keep = st.attached.map(|_| st.consumer_at);
+        st.log.trim(max_bytes, keep)
+    };
+    store.account(added as i64 - dropped as i64);
+    entry.changed.notify_waiters();
+}
+
+fn finish(entry: &Entry, end: End) {
+    entry.lock().end = Some(end);
+    entry.changed.notify_waiters();
+}
+
+/// Runs one client connection of a resumable stream whose head (and `prefix` bytes of the
+/// opening block) it has written, from `attached.from`. The stream parks when the client
+/// leaves and is over when a client received its end.
+pub(crate) async fn consume<C: Client + Send>(
+    shared: &Shared,
+    client: &mut C,
+    entry: &Arc<Entry>,
+    attached: &Attached,
+    request_started: Instant,
+    prefix: u64,
+) -> Ended {
+    let mut watched = Watched {
+        inner: client,
+        entry: entry.clone(),
+        generation: attached.generation,
+    };
+    let mut reader = Reader {
+        entry: entry.clone(),
+        at: attached.from,
+        generation: attached.generation,
+    };
+    let p = Progress::new(shared, request_started, prefix);
+    let ended = stream::run(shared, &mut watched, &mut reader, p).await;
+    // The app's end reached the client: clean, or the app's failure (a resume would only
+    // meet the same failure again).
+    let delivered = matches!(
+        ended.summary.outcome,
+        Some(Outcome::Completed | Outcome::UpstreamError)
+    );
+    entry.detach(attached.generation, delivered, &shared.metrics);
+    ended
+}
+
+/// The log as a consumer's app side.
+struct Reader {
+    entry: Arc<Entry>,
+    at: u64,
+    generation: u64,
+}
+
+impl AppBody for Reader {
+    async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        loop {
+            let mut changed = pin!(self.entry.changed.notified());
+            changed.as_mut().enable();
+            {
+                let mut st = self.entry.lock();
+                if let Some(bytes) = st.log.read(self.at) {
+                    self.at += bytes.len() as u64;
+                    if st.attached == Some(self.generation) {
+                        st.consumer_at = self.at;
+                    }
+                    drop(st);
+                    self.entry.space.notify_one();
+                    return Ok(Some(bytes));
+                }
+                if self.at < st.log.start {
+                    return Err(UpstreamError::new(
+                        Failure::ClosedMidBody,
+                        "the client fell behind the resume buffer",
+                    ));
+                }
+                if let Some(end) = &st.end {
+                    return match Entry::end_error(end) {
+                        None => Ok(None),
+                        Some(e) => Err(e),
+                    };
+                }
+            }
+            changed.await;
+        }
+    }
+}
+
+/// A consumer's client, which also counts as gone once another connection took the stream
+/// over.
+struct Watched<'a, C> {
+    inner: &'a mut C,
+    entry: Arc<Entry>,
+    generation: u64,
+}
+
+impl<C: Client + Send> Client for Watched<'_, C> {
+    fn chunked(&self) -> bool {
+        self.inner.chunked()
+    }
+
+    async fn write_head(
+        &mut self,
+        head: ResponseHeader,
+        body: Body,
+        close: bool,
+        first: Option<Bytes>,
+    ) -> Result<(), WriteError> {
+        self.inner.write_head(head, body, close, first).await
+    }
+
+    async fn send(&mut self, data: Bytes) -> Result<(), WriteError> {
+        self.inner.send(data).await
+    }
+
+    async fn send_raw(&mut self, wire: Bytes) -> Result<(), WriteError> {
+        self.inner.send_raw(wire).await
+    }
+
+    async fn finish(&mut self, last: Option<Bytes>) -> Result<(), WriteError> {
+        self.inner.finish(last).await
+    }
+
+    async fn gone(&mut self) {
+        let (entry, generation) = (self.entry.clone(), self.generation);
+        tokio::select! {
+            () = self.inner.gone() => {}
+            () = taken_over(&entry, generation) => {}
+        }
+    }
+
+    async fn abort(&mut self) {
+        self.inner.abort().await
+    }
+}
+
+/// Resolves once the consumer of `generation` is no longer the attached one.
+async fn taken_over(entry: &Entry, generation: u64) {
+    loop {
+        let mut changed = pin!(entry.changed.notified());
+        changed.as_mut().enable();
+        if !entry.is_attached(generation) {
+            return;
+        }
+        changed.await;
+    }
+}

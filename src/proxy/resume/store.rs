@@ -1,0 +1,452 @@
+//! The memory store of resumable streams: for each, the bytes its clients were sent (with the
+//! sidecar's ids in them) as a log of whole events bounded by `resume.max_bytes`, who is
+//! attached to it, and how it ended. All streams together are bounded by
+//! `resume.max_total_bytes`: past it the streams parked longest are given up first.
+
+use crate::config::Resume;
+use crate::metrics::Metrics;
+use crate::proxy::upstream_error::{Failure, UpstreamError};
+use bytes::Bytes;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+use tokio::sync::Notify;
+
+pub(crate) struct Store {
+    streams: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Bytes held by every stream's log.
+    total: AtomicUsize,
+    config: Resume,
+    /// Keys the credential hashes, so they cannot be precomputed from outside.
+    key: std::collections::hash_map::RandomState,
+    metrics: Arc<Metrics>,
+}
+
+/// One resumable stream.
+pub(crate) struct Entry {
+    pub token: String,
+    /// Hash of the credentials of the client that opened it.
+    credentials: u64,
+    /// The request target (path and query) it was opened for.
+    target: Vec<u8>,
+    /// The app's response head, for a resumed connection.
+    pub head: ResponseHeader,
+    state: Mutex<State>,
+    /// New bytes, the end, a consumer attaching or leaving, or the stream given up.
+    pub(super) changed: Notify,
+    /// The attached consumer read some bytes: a producer held back by it may read again.
+    pub(super) space: Notify,
+}
+
+pub(super) struct State {
+    pub log: Log,
+    /// The generation of the consumer attached now; `None` while parked.
+    pub attached: Option<u64>,
+    generation: u64,
+    /// Since when no client is attached.
+    pub parked_since: Option<Instant>,
+    /// How far the attached consumer has read.
+    pub consumer_at: u64,
+    /// How the app's stream ended (its last bytes are in the log).
+    pub end: Option<End>,
+    /// A client received the end: no id of this stream resumes any more.
+    pub end_delivered: bool,
+    /// Given up for the total budget.
+    pub evicted: bool,
+}
+
+/// How the app's stream ended.
+#[derive(Debug, Clone)]
+pub(crate) enum End {
+    Clean,
+    Failed(Failure, String),
+}
+
+/// The bytes sent to a stream's clients, from its start; the oldest whole events are dropped
+/// past the per-stream bound.
+#[derive(Default)]
+pub(super) struct Log {
+    chunks: VecDeque<Bytes>,
+    /// Stream offset of the first byte held.
+    pub start: u64,
+    /// Stream offset just past the last byte held.
+    pub end: u64,
+    /// Each complete event still held: its seq and the offset just past it.
+    events: VecDeque<(u64, u64)>,
+    /// The last event dropped (0 before any): resuming after it starts at `start`.
+    floor_seq: u64,
+    /// The last event completed.
+    pub last_seq: u64,
+}
+
+impl Log {
+    pub(super) fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    /// Appends bytes; `ends` are (seq, offset within `bytes` just past the event).
+    pub(super) fn push(&mut self, bytes: Bytes, ends: &[(u64, usize)]) {
+        for &(seq, at) in ends {
+            self.events.push_back((seq, self.end + at as u64));
+            self.last_seq = seq;
+        }
+        self.end += bytes.len() as u64;
+        if !bytes.is_empty() {
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    /// The bytes from `at` to the end of the chunk holding it; `None` when `at` is the end or
+    /// no longer held.
+    pub(super) fn read(&self, at: u64) -> Option<Bytes> {
+        if at < self.start || at >= self.end {
+            return None;
+        }
+        let mut offset = self.start;
+        for chunk in &self.chunks {
+            let next = offset + chunk.len() as u64;
+            if at < next {
+                return Some(chunk.slice((at - offset) as usize..));
+            }
+            offset = next;
+        }
+        None
+    }
+
+    /// Where the bytes after event `seq` start, if the log still holds them.
+    pub(super) fn after(&self, seq: u64) -> Option<u64> {
+        if seq == self.floor_seq {
+            return Some(self.start);
+        }
+        let i = self.events.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+        Some(self.events[i].1)
+    }
+
+    /// Events completed after `seq`.
+    pub(super) fn events_after(&self, seq: u64) -> u64 {
+        self.last_seq.saturating_sub(seq)
+    }
+
+    /// Drops the oldest whole events while the log is over `max` bytes, never past `keep`
+    /// (what an attached consumer has not read yet). Returns the bytes dropped.
+    pub(super) fn trim(&mut self, max: usize, keep: Option<u64>) -> usize {
+        let before = self.len();
+        while self.len() > max {
+            let Some(&(seq, upto)) = self.events.front() else {
+                break;
+            };
+            if keep.is_some_and(|k| upto > k) {
+                break;
+            }
+            while let Some(front) = self.chunks.front_mut() {
+                let len = front.len() as u64;
+                if self.start + len <= upto {
+                    self.start += len;
+                    self.chunks.pop_front();
+                } else {
+                    let cut = (upto - self.start) as usize;
+                    *front = front.slice(cut..);
+                    self.start = upto;
+                    break;
+                }
+            }
+            self.start = upto;
+            self.floor_seq = seq;
+            self.events.pop_front();
+        }
+        before - self.len()
+    }
+}
+
+impl Store {
+    pub(crate) fn new(config: Resume, metrics: Arc<Metrics>) -> Store {
+        Store {
+            streams: Mutex::default(),
+            total: AtomicUsize::new(0),
+            config,
+            key: std::collections::hash_map::RandomState::new(),
+            metrics,
+        }
+    }
+
+    pub(crate) fn config(&self) -> &Resume {
+        &self.config
+    }
+
+    fn streams(&self) -> MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        // The map holds no invariant a panic could break.
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The hash of what identifies a client: `Authorization`, and the cookies named in
+    /// `resume.cookies` (the whole `Cookie` header when the list is empty).
+    pub(crate) fn credentials(&self, req: &RequestHeader) -> u64 {
+        let auth = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        let cookies: Vec<&[u8]> = req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let cookie = if self.config.cookies.is_empty() {
+            cookies.join(&b"; "[..])
+        } else {
+            let mut picked: Vec<&[u8]> = cookies
+                .iter()
+                .flat_map(|c| c.split(|b| *b == b';'))
+                .map(<[u8]>::trim_ascii)
+                .filter(|pair| {
+                    let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+                    self.config.cookies.iter().any(|n| n.as_bytes() == name)
+                })
+                .collect();
+            picked.sort_unstable();
+            picked.join(&b"; "[..])
+        };
+        self.key.hash_one((auth, cookie))
+    }
+
+    /// A new stream for a client whose first request was `req`, attached to that client as
+    /// generation 1; `None` when attached streams alone fill `resume.max_total_bytes`.
+    pub(crate) fn open(&self, req: &RequestHeader, head: ResponseHeader) -> Option<Arc<Entry>> {
+        if self.total.load(Ordering::Relaxed) >= self.config.max_total_bytes {
+            self.evict(0);
+            if self.total.load(Ordering::Relaxed) >= self.config.max_total_bytes {
+                self.metrics.resume_unbuffered();
+                return None;
+            }
+        }
+        let token = crate::sse::resume_id::new_token().ok()?;
+        let entry = Arc::new(Entry {
+            token: token.clone(),
+            credentials: self.credentials(req),
+            target: req.raw_path().to_vec(),
+            head,
+            state: Mutex::new(State {
+                log: Log::default(),
+                attached: Some(1),
+                generation: 1,
+                parked_since: None,
+                consumer_at: 0,
+                end: None,
+                end_delivered: false,
+                evicted: false,
+            }),
+            changed: Notify::new(),
+            space: Notify::new(),
+        });
+        self.streams().insert(token, entry.clone());
+        Some(entry)
+    }
+
+    /// The stream an id names, if it is still here.
+    pub(crate) fn find(&self, token: &str) -> Option<Arc<Entry>> {
+        self.streams().get(token).cloned()
+    }
+
+    /// Whether `req` may resume `entry`: the same credentials, path and query.
+    pub(crate) fn same_client(&self, entry: &Entry, req: &RequestHeader) -> bool {
+        entry.credentials == self.credentials(req) && entry.target == req.raw_path()
+    }
+
+    /// Forgets a stream and the bytes it held.
+    pub(crate) fn remove(&self, entry: &Entry) {
+        let held = {
+            let mut st = entry.lock();
+            let held = st.log.len();
+            st.log = Log::default();
+            if st.attached.is_none() && st.parked_since.is_some() {
+                st.parked_since = None;
+                self.metrics.streams_parked_add(-1);
+            }
+            held
+        };
+        self.account(-(held as i64));
+        self.streams().remove(&entry.token);
+    }
+
+    /// Bytes added to (or, negative, dropped from) a log.
+    pub(crate) fn account(&self, delta: i64) {
+        if delta >= 0 {
+            self.total.fetch_add(delta as usize, Ordering::Relaxed);
+        } else {
+            self.total.fetch_sub((-delta) as usize, Ordering::Relaxed);
+        }
+        self.metrics.resume_buffer_add(delta);
+        if delta > 0 && self.total.load(Ordering::Relaxed) > self.config.max_total_bytes {
+            self.evict(0);
+        }
+    }
+
+    /// Gives up the streams parked longest until the total is `room` bytes under the budget
+    /// (their producers free the bytes and close the app connections).
+    fn evict(&self, room: usize) {
+        let total = self.total.load(Ordering::Relaxed);
+        let budget = self.config.max_total_bytes.saturating_sub(room);
+        if total <= budget {
+            return;
+        }
+        let mut parked: Vec<(Instant, usize, Arc<Entry>)> = self
+            .streams()
+            .values()
+            .filter_map(|e| {
+                let st = e.lock();
+                match (st.parked_since, st.evicted) {
+                    (Some(since), false) => Some((since, st.log.len(), e.clone())),
+                    _ => None,
+                }
+            })
+            .collect();
+        parked.sort_by_key(|(since, _, _)| *since);
+        let mut excess = total - budget;
+        for (_, held, entry) in parked {
+            if excess == 0 {
+                break;
+            }
+            entry.lock().evicted = true;
+            entry.changed.notify_waiters();
+            excess = excess.saturating_sub(held.max(1));
+        }
+    }
+}
+
+impl Entry {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is plain data; a panic mid-update leaves at worst a stale offset.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A client resumes after event `seq`: it becomes the attached consumer (taking the stream
+    /// over from one still attached) and reads from the returned offset. `None` when the log no
+    /// longer holds the events after `seq` or the end was already delivered. Also returns how
+    /// many events are replayed and the new consumer's generation.
+    pub(crate) fn attach(&self, seq: u64, metrics: &Metrics) -> Option<Attached> {
+        let attached = {
+            let mut st = self.lock();
+            if st.end_delivered || st.evicted {
+                return None;
+            }
+            let from = st.log.after(seq)?;
+            st.generation += 1;
+            if st.attached.is_none() {
+                metrics.streams_parked_add(-1);
+            }
+            st.attached = Some(st.generation);
+            st.parked_since = None;
+            st.consumer_at = from;
+            Attached {
+                generation: st.generation,
+                from,
+                replayed: st.log.events_after(seq),
+            }
+        };
+        // Wakes the producer (no grace timer now) and an old consumer (taken over).
+        self.changed.notify_waiters();
+        Some(attached)
+    }
+
+    /// The consumer of `generation` is done: its client left (the stream parks) or received
+    /// the end (`delivered`: the stream is over).
+    pub(crate) fn detach(&self, generation: u64, delivered: bool, metrics: &Metrics) {
+        {
+            let mut st = self.lock();
+            if st.attached != Some(generation) {
+                return; // taken over: the newer consumer owns the stream
+            }
+            st.attached = None;
+            if delivered {
+                st.end_delivered = true;
+            } else {
+                st.parked_since = Some(Instant::now());
+                metrics.streams_parked_add(1);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Whether the consumer of `generation` is still the attached one.
+    pub(super) fn is_attached(&self, generation: u64) -> bool {
+        self.lock().attached == Some(generation)
+    }
+
+    /// The end as an error for a reader, if the app failed.
+    pub(super) fn end_error(end: &End) -> Option<UpstreamError> {
+        match end {
+            End::Clean => None,
+            End::Failed(failure, detail) => Some(UpstreamError::new(*failure, detail.clone())),
+        }
+    }
+}
+
+/// A consumer's place in a stream.
+pub(crate) struct Attached {
+    pub generation: u64,
+    pub from: u64,
+    pub replayed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_of(events: &[&[u8]]) -> Log {
+        let mut log = Log::default();
+        for (i, e) in events.iter().enumerate() {
+            log.push(Bytes::copy_from_slice(e), &[(i as u64 + 1, e.len())]);
+        }
+        log
+    }
+
+    fn read_all(log: &Log, mut at: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = log.read(at) {
+            at += b.len() as u64;
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[test]
+    fn resumes_after_any_held_event() {
+        let log = log_of(&[b"a\n\n", b"bb\n\n", b"ccc\n\n"]);
+        assert_eq!(read_all(&log, log.after(0).unwrap()), b"a\n\nbb\n\nccc\n\n");
+        assert_eq!(read_all(&log, log.after(1).unwrap()), b"bb\n\nccc\n\n");
+        assert_eq!(read_all(&log, log.after(3).unwrap()), b"");
+        assert_eq!(log.after(4), None);
+        assert_eq!(log.events_after(1), 2);
+    }
+
+    #[test]
+    fn trims_whole_events_from_the_front_and_remembers_the_last_one() {
+        let mut log = log_of(&[b"a\n\n", b"bb\n\n", b"ccc\n\n"]);
+        let dropped = log.trim(8, None);
+        assert_eq!(dropped, 7);
+        assert_eq!(log.after(1), None, "event 1's successor is gone");
+        assert_eq!(read_all(&log, log.after(2).unwrap()), b"ccc\n\n");
+        assert_eq!(log.len(), 5);
+    }
+
+    #[test]
+    fn trimming_never_passes_what_the_consumer_has_not_read() {
+        let mut log = log_of(&[b"a\n\n", b"bb\n\n", b"ccc\n\n"]);
+        assert_eq!(log.trim(1, Some(3)), 3);
+        assert_eq!(read_all(&log, 3), b"bb\n\nccc\n\n");
+    }
+
+    #[test]
+    fn an_event_split_over_chunks_is_trimmed_whole() {
+        let mut log = Log::default();
+        log.push(Bytes::from_static(b"data: x"), &[]);
+        log.push(Bytes::from_static(b"\n\ndata: y\n"), &[(1, 2)]);
+        log.push(Bytes::from_static(b"\n"), &[(2, 1)]);
+        assert_eq!(log.trim(10, None), 9);
+        assert_eq!(read_all(&log, log.after(1).unwrap()), b"data: y\n\n");
+    }
+}

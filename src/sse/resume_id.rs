@@ -1,0 +1,156 @@
+//! The ids a resumable stream's events carry (issue 15): `<token>.<seq>` or
+//! `<token>.<seq>.<app id>`.
+//!
+//! - `token`: 22 base64url characters, 128 random bits per stream, so an id
+//!   cannot be guessed from another;
+//! - `seq`: the event's number in its stream, from 1, in decimal;
+//! - `app id`: the app's own last event ID at that event (the spec's "last
+//!   event ID buffer", which persists across events), when it is not empty.
+//!
+//! A request carrying such a `Last-Event-ID` can be matched to its stream by
+//! the token and to an event by the seq, and the app's own id can be handed
+//! to the app even after the sidecar has forgotten the stream. An id that
+//! does not parse is not one of ours and passes to the app unchanged.
+
+/// Length of a token: 16 random bytes in base64url without padding.
+pub const TOKEN_LEN: usize = 22;
+
+/// A parsed `Last-Event-ID` of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeId<'a> {
+    pub token: &'a str,
+    pub seq: u64,
+    /// The app's own last event ID at that event; `None` when it was empty.
+    pub app_id: Option<&'a [u8]>,
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+impl<'a> ResumeId<'a> {
+    /// Parses a `Last-Event-ID` value; `None` when it is not one of ours.
+    pub fn parse(value: &'a [u8]) -> Option<ResumeId<'a>> {
+        let (token, rest) = value.split_at_checked(TOKEN_LEN)?;
+        if !token.iter().all(|&b| is_token_byte(b)) {
+            return None;
+        }
+        let rest = rest.strip_prefix(b".")?;
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let (seq, rest) = rest.split_at(digits);
+        // Digits only, no leading zero, at most u64.
+        if seq.is_empty() || seq.len() > 20 || (seq[0] == b'0' && seq.len() > 1) {
+            return None;
+        }
+        let seq: u64 = std::str::from_utf8(seq).ok()?.parse().ok()?;
+        let app_id = match rest {
+            [] => None,
+            [b'.', app @ ..] if !app.is_empty() => Some(app),
+            _ => return None,
+        };
+        Some(ResumeId {
+            token: std::str::from_utf8(token).ok()?,
+            seq,
+            app_id,
+        })
+    }
+
+    /// Appends `id: <id>\n` for event `seq` of the stream `token`, whose app
+    /// last event ID is `app_id` (empty: none). `app_id` must hold no NUL,
+    /// CR or LF (the framer only keeps ids the spec would keep).
+    pub fn write_line(out: &mut Vec<u8>, token: &str, seq: u64, app_id: &[u8]) {
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(token.as_bytes());
+        out.push(b'.');
+        out.extend_from_slice(seq.to_string().as_bytes());
+        if !app_id.is_empty() {
+            out.push(b'.');
+            out.extend_from_slice(app_id);
+        }
+        out.push(b'\n');
+    }
+}
+
+/// A fresh stream token: 128 bits from the operating system's generator.
+pub fn new_token() -> Result<String, getrandom::Error> {
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw)?;
+    Ok(base64url(&raw))
+}
+
+/// base64url without padding (RFC 4648 §5).
+fn base64url(raw: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits: u32 = 0;
+    let mut n = 0;
+    let mut out = String::with_capacity(TOKEN_LEN);
+    for &b in raw {
+        bits = (bits << 8) | u32::from(b);
+        n += 8;
+        while n >= 6 {
+            n -= 6;
+            out.push(char::from(ALPHABET[((bits >> n) & 63) as usize]));
+        }
+    }
+    if n > 0 {
+        out.push(char::from(ALPHABET[((bits << (6 - n)) & 63) as usize]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+
+    #[test]
+    fn tokens_are_22_url_safe_characters_and_differ() {
+        let a = new_token().unwrap();
+        let b = new_token().unwrap();
+        assert_eq!(a.len(), TOKEN_LEN);
+        assert!(a.bytes().all(is_token_byte), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(base64url(&[0xff; 16]), "_____________________w");
+        assert_eq!(base64url(&[0; 16]), T);
+    }
+
+    #[test]
+    fn written_ids_parse_back() {
+        for app in [&b""[..], b"42", b"a.b.c", b" x:y ", b"\xff\x01"] {
+            let mut line = Vec::new();
+            ResumeId::write_line(&mut line, T, 7, app);
+            let value = line
+                .strip_prefix(b"id: ")
+                .unwrap()
+                .strip_suffix(b"\n")
+                .unwrap();
+            let id = ResumeId::parse(value).unwrap();
+            assert_eq!((id.token, id.seq), (T, 7));
+            assert_eq!(id.app_id, (!app.is_empty()).then_some(app));
+        }
+    }
+
+    #[test]
+    fn other_ids_are_not_ours() {
+        for value in [
+            &b""[..],
+            b"42",
+            b"AAAAAAAAAAAAAAAAAAAAA.1",
+            b"AAAAAAAAAAAAAAAAAAAAAAA.1",
+            b"AAAAAAAAAAAAAAAAAAAAA+.1",
+            b"AAAAAAAAAAAAAAAAAAAAAA.",
+            b"AAAAAAAAAAAAAAAAAAAAAA.01",
+            b"AAAAAAAAAAAAAAAAAAAAAA.1x",
+            b"AAAAAAAAAAAAAAAAAAAAAA.1.",
+            b"AAAAAAAAAAAAAAAAAAAAAA.99999999999999999999999",
+        ] {
+            assert_eq!(
+                ResumeId::parse(value),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
+    }
+}
