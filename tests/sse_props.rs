@@ -314,6 +314,14 @@ fn check_stamped(app: &[u8], plan: &Plan) -> Result<(), TestCaseError> {
             i + 1,
             end
         );
+        let before = spec::parse(&r.output[..*end - 1]);
+        prop_assert_eq!(
+            before.events().count(),
+            i,
+            "event {} ends before {}",
+            i + 1,
+            end
+        );
     }
     for block in &got.blocks {
         for inj in &r.injected {

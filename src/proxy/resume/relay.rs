@@ -352,3 +352,56 @@ async fn taken_over(entry: &Entry, generation: u64) {
         changed.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn store() -> (Store, Arc<crate::metrics::Metrics>) {
+        let config = Config::from_yaml("resume: {paths: [/], max_bytes: 1KiB}\n").unwrap();
+        let metrics =
+            Arc::new(crate::metrics::Metrics::new(&prometheus::Registry::new()).unwrap());
+        (Store::new(config.resume, metrics.clone()), metrics)
+    }
+
+    fn request() -> RequestHeader {
+        RequestHeader::build("GET", b"/events", None).unwrap()
+    }
+
+    /// The log the producer writes replays from exactly the byte after the event a client
+    /// last had, whatever the chunking.
+    #[test]
+    fn replay_starts_right_after_the_event() {
+        for split in [false, true] {
+            let (store, metrics) = store();
+            let head = ResponseHeader::build(200, None).unwrap();
+            let entry = store.open(&request(), head).unwrap();
+            let mut framer = Framer::stamping(true, entry.token.clone());
+            for n in 1..=5 {
+                let event = format!("id: {n}\ndata: x{n}\n\n");
+                if split {
+                    let (a, b) = event.split_at(event.len() - 1);
+                    for part in [a, b] {
+                        let bytes = Bytes::copy_from_slice(part.as_bytes());
+                        append(&store, &entry, &mut framer, bytes, 1 << 20);
+                    }
+                } else {
+                    append(&store, &entry, &mut framer, Bytes::from(event), 1 << 20);
+                }
+            }
+            entry.detach(1, false, &metrics);
+            let attached = entry.attach(4, &metrics).unwrap();
+            assert_eq!(attached.replayed, 1);
+            let st = entry.lock();
+            let mut got = Vec::new();
+            let mut at = attached.from;
+            while let Some(b) = st.log.read(at) {
+                at += b.len() as u64;
+                got.extend_from_slice(&b);
+            }
+            let want = format!("id: 5\ndata: x5\nid: {}.5.5\n\n", entry.token);
+            assert_eq!(String::from_utf8_lossy(&got), want, "split={split}");
+        }
+    }
+}
