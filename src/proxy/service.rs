@@ -169,7 +169,7 @@ impl ProxyHttp for SidecarProxy {
 }
 
 /// Whether a request is an SSE candidate: its `Accept` asks for an event stream, or its path
-/// is under `sse.paths`. A protocol upgrade (WebSocket) and the methods that never open a
+/// is under `sse.paths` or `resume.paths`. A protocol upgrade (WebSocket) and the methods that never open a
 /// stream (`OPTIONS`, `TRACE`, `CONNECT`) are not, whatever they carry: they go down
 /// pingora's normal path, which passes an upgrade through to the app.
 pub(crate) fn is_candidate(config: &Config, req: &RequestHeader) -> bool {
@@ -178,5 +178,9 @@ pub(crate) fn is_candidate(config: &Config, req: &RequestHeader) -> bool {
     if never.contains(&req.method) || req.headers.contains_key(http::header::UPGRADE) {
         return false;
     }
-    headers::accepts_event_stream(&req.headers) || config.is_sse_path(req.uri.path())
+    let path = req.uri.path();
+    // A resumable path's streams must go through a relay: only a relay can keep them.
+    headers::accepts_event_stream(&req.headers)
+        || config.is_sse_path(path)
+        || config.is_resume_path(path)
 }

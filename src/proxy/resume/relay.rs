@@ -360,8 +360,7 @@ mod tests {
 
     fn store() -> (Store, Arc<crate::metrics::Metrics>) {
         let config = Config::from_yaml("resume: {paths: [/], max_bytes: 1KiB}\n").unwrap();
-        let metrics =
-            Arc::new(crate::metrics::Metrics::new(&prometheus::Registry::new()).unwrap());
+        let metrics = Arc::new(crate::metrics::Metrics::new(&prometheus::Registry::new()).unwrap());
         (Store::new(config.resume, metrics.clone()), metrics)
     }
 
