@@ -216,12 +216,11 @@ impl Store {
     /// A new stream for a client whose first request was `req`, attached to that client as
     /// generation 1; `None` when attached streams alone fill `resume.max_total_bytes`.
     pub(crate) fn open(&self, req: &RequestHeader, head: ResponseHeader) -> Option<Arc<Entry>> {
-        if self.total.load(Ordering::Relaxed) >= self.config.max_total_bytes {
-            self.evict(0);
-            if self.total.load(Ordering::Relaxed) >= self.config.max_total_bytes {
-                self.metrics.resume_unbuffered();
-                return None;
-            }
+        // Full: parked streams make room (their producers free it as they stop); when
+        // attached streams alone fill the budget, this stream goes without resume.
+        if self.total.load(Ordering::Relaxed) >= self.config.max_total_bytes && !self.evict(0) {
+            self.metrics.resume_unbuffered();
+            return None;
         }
         let token = crate::sse::resume_id::new_token().ok()?;
         let entry = Arc::new(Entry {
@@ -281,17 +280,18 @@ impl Store {
         }
         self.metrics.resume_buffer_add(delta);
         if delta > 0 && self.total.load(Ordering::Relaxed) > self.config.max_total_bytes {
-            self.evict(0);
+            let _ = self.evict(0);
         }
     }
 
     /// Gives up the streams parked longest until the total is `room` bytes under the budget
-    /// (their producers free the bytes and close the app connections).
-    fn evict(&self, room: usize) {
+    /// (their producers free the bytes and close the app connections). Returns whether any
+    /// stream was given up.
+    fn evict(&self, room: usize) -> bool {
         let total = self.total.load(Ordering::Relaxed);
         let budget = self.config.max_total_bytes.saturating_sub(room);
-        if total <= budget {
-            return;
+        if total < budget {
+            return false;
         }
         let mut parked: Vec<(Instant, usize, Arc<Entry>)> = self
             .streams()
@@ -305,7 +305,8 @@ impl Store {
             })
             .collect();
         parked.sort_by_key(|(since, _, _)| *since);
-        let mut excess = total - budget;
+        let mut excess = (total - budget).max(1);
+        let mut any = false;
         for (_, held, entry) in parked {
             if excess == 0 {
                 break;
@@ -313,7 +314,9 @@ impl Store {
             entry.lock().evicted = true;
             entry.changed.notify_waiters();
             excess = excess.saturating_sub(held.max(1));
+            any = true;
         }
+        any
     }
 }
 
@@ -411,6 +414,68 @@ mod tests {
             out.extend_from_slice(&b);
         }
         out
+    }
+
+    fn store(max_total: &str) -> Store {
+        let yaml =
+            format!("resume: {{paths: [/], max_bytes: 1KiB, max_total_bytes: {max_total}}}\n");
+        let config = crate::config::Config::from_yaml(&yaml).unwrap();
+        let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap());
+        Store::new(config.resume, metrics)
+    }
+
+    fn request(auth: &str, cookie: &str, target: &[u8]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", target, None).unwrap();
+        req.insert_header("authorization", auth).unwrap();
+        req.insert_header("cookie", cookie).unwrap();
+        req
+    }
+
+    /// Full buffers: the stream parked longest is given up for a new one; with only
+    /// attached streams, the new one goes without resume.
+    #[test]
+    fn the_total_budget_gives_up_parked_streams_first() {
+        let store = store("2KiB");
+        let head = || ResponseHeader::build(200, None).unwrap();
+        let a = store.open(&request("a", "", b"/"), head()).unwrap();
+        let b = store.open(&request("b", "", b"/"), head()).unwrap();
+        for e in [&a, &b] {
+            e.lock().log.push(Bytes::from(vec![b'x'; 1024]), &[]);
+            store.account(1024);
+        }
+        assert!(
+            store.open(&request("c", "", b"/"), head()).is_none(),
+            "attached only"
+        );
+        b.detach(1, false, &store.metrics);
+        assert!(store.open(&request("c", "", b"/"), head()).is_some());
+        assert!(b.lock().evicted && !a.lock().evicted);
+    }
+
+    /// The same client resumes; another token holder with other credentials, or the same
+    /// one on another target, does not.
+    #[test]
+    fn only_the_same_client_on_the_same_target_may_resume() {
+        let store = store("1MiB");
+        let head = ResponseHeader::build(200, None).unwrap();
+        let e = store
+            .open(&request("Bearer 1", "s=1; t=2", b"/e?x=1"), head)
+            .unwrap();
+        assert!(store.same_client(&e, &request("Bearer 1", "s=1; t=2", b"/e?x=1")));
+        assert!(!store.same_client(&e, &request("Bearer 2", "s=1; t=2", b"/e?x=1")));
+        assert!(!store.same_client(&e, &request("Bearer 1", "s=1", b"/e?x=1")));
+        assert!(!store.same_client(&e, &request("Bearer 1", "s=1; t=2", b"/e?x=2")));
+    }
+
+    #[test]
+    fn named_cookies_alone_identify_the_client() {
+        let yaml = "resume: {paths: [/], cookies: [s]}\n";
+        let config = crate::config::Config::from_yaml(yaml).unwrap();
+        let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap());
+        let store = Store::new(config.resume, metrics);
+        let a = store.credentials(&request("", "s=1; csrf=9", b"/"));
+        assert_eq!(a, store.credentials(&request("", "csrf=10; s=1", b"/")));
+        assert_ne!(a, store.credentials(&request("", "s=2; csrf=9", b"/")));
     }
 
     #[test]
