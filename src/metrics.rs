@@ -61,21 +61,26 @@ impl Outcome {
 /// What kind of request was answered: the `kind` label of `sse_sidecar_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
-    /// Answered with a `text/event-stream` response.
+    /// Answered with a `text/event-stream` response that a relay carried.
     Sse = 0,
     /// Anything else.
     Other = 1,
+    /// An event stream met on pingora's normal path: the request was not an SSE candidate, so
+    /// the stream went through unprepared (the app saw `Accept-Encoding`, no heartbeats). With
+    /// `sse.learn` on, the first request of a route.
+    SseUnlearned = 2,
 }
 
 impl Kind {
     /// Every kind, in label-array order.
-    pub(crate) const ALL: [Kind; 2] = [Kind::Sse, Kind::Other];
+    pub(crate) const ALL: [Kind; 3] = [Kind::Sse, Kind::Other, Kind::SseUnlearned];
 
     /// The label value.
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Kind::Sse => "sse",
             Kind::Other => "other",
+            Kind::SseUnlearned => "sse_unlearned",
         }
     }
 }
@@ -160,6 +165,7 @@ pub(crate) struct Metrics {
     /// Indexed `[kind][status / 100 - 1]`.
     requests_total: [[IntCounter; CODE_CLASSES.len()]; Kind::ALL.len()],
     upstream_errors_total: [IntCounter; UpstreamErrorReason::ALL.len()],
+    learned_routes: IntGauge,
 }
 
 impl Metrics {
@@ -230,7 +236,7 @@ impl Metrics {
         let requests_total = IntCounterVec::new(
             Opts::new(
                 "sse_sidecar_requests_total",
-                "Requests answered, by kind (sse or other) and status class.",
+                "Requests answered, by kind (sse, sse_unlearned or other) and status class.",
             ),
             &["kind", "code"],
         )?;
@@ -248,6 +254,12 @@ impl Metrics {
         registry.register(Box::new(upstream_errors_total.clone()))?;
         let upstream_errors_total = UpstreamErrorReason::ALL
             .map(|r| upstream_errors_total.with_label_values(&[r.as_str()]));
+
+        let learned_routes = IntGauge::new(
+            "sse_sidecar_learned_routes",
+            "Routes learned as SSE because an answer to them was an event stream (sse.learn).",
+        )?;
+        registry.register(Box::new(learned_routes.clone()))?;
 
         let build_info = IntGauge::with_opts(
             Opts::new(
@@ -277,6 +289,7 @@ impl Metrics {
             stream_duration_seconds,
             requests_total,
             upstream_errors_total,
+            learned_routes,
         })
     }
 
@@ -349,6 +362,12 @@ impl Metrics {
     #[inline]
     pub(crate) fn upstream_error(&self, reason: UpstreamErrorReason) {
         self.upstream_errors_total[reason as usize].inc();
+    }
+
+    /// Counts routes learned (`delta` > 0) or dropped (< 0). A change rather than a level, so
+    /// that updates from several threads add up in any order.
+    pub(crate) fn learned_routes_changed(&self, delta: i64) {
+        self.learned_routes.add(delta);
     }
 }
 
@@ -425,7 +444,7 @@ mod tests {
         let registry = Registry::new();
         let _m = Metrics::new(&registry).unwrap();
         assert_eq!(series_count(&registry, "sse_sidecar_streams_total"), 7);
-        assert_eq!(series_count(&registry, "sse_sidecar_requests_total"), 10);
+        assert_eq!(series_count(&registry, "sse_sidecar_requests_total"), 15);
         assert_eq!(
             series_count(&registry, "sse_sidecar_upstream_errors_total"),
             4
@@ -527,6 +546,14 @@ mod tests {
         m.request(Kind::Sse, 200);
         assert_eq!(requests("sse", "2xx"), 1.0);
         assert_eq!(requests("sse", "5xx"), 0.0);
+        m.request(Kind::SseUnlearned, 200);
+        assert_eq!(requests("sse_unlearned", "2xx"), 1.0);
+        assert_eq!(requests("sse", "2xx"), 1.0);
+
+        assert_eq!(sample(&registry, "sse_sidecar_learned_routes"), 0.0);
+        m.learned_routes_changed(3);
+        m.learned_routes_changed(-1);
+        assert_eq!(sample(&registry, "sse_sidecar_learned_routes"), 2.0);
 
         m.upstream_error(UpstreamErrorReason::Reset);
         let errors = |r: &str| {

@@ -10,6 +10,7 @@
 
 use crate::metrics::{Kind, Outcome};
 use crate::proxy::answers::Answer;
+use crate::proxy::candidate;
 use crate::proxy::headers;
 use crate::proxy::shared::{Shared, StreamSlot};
 use crate::proxy::stream::WriteError;
@@ -80,7 +81,9 @@ pub(crate) async fn run(shared: &Shared, session: &mut Session, started: Instant
         return failed(shared, session, e).await;
     };
     let status = head.status.as_u16();
-    if !headers::is_stream_response(&session.req_header().method, &head) {
+    let stream = headers::is_stream_response(&session.req_header().method, &head);
+    candidate::relayed(shared, session.req_header(), stream);
+    if !stream {
         let body = if app.response_done() {
             Body::None
         } else if head.headers.contains_key(http::header::CONTENT_LENGTH) {

@@ -1,7 +1,9 @@
 //! Process-wide state every request reads: the validated configuration, metrics, the relays'
-//! connection to the app, the blocks the relay injects, and the drain and stream-limit state.
+//! connection to the app, the blocks the relay injects, the learned SSE routes, and the drain
+//! and stream-limit state.
 
 use super::drain::Drain;
+use super::learned_routes::LearnedRoutes;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -23,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) open_block: Option<Bytes>,
     pub(crate) heartbeat_block: Bytes,
     pub(crate) drain: Arc<Drain>,
+    /// Routes found to answer with event streams (`sse.learn`).
+    pub(crate) learned: LearnedRoutes,
     /// SSE candidates being relayed now, for `limits.max_streams`.
     relayed: AtomicUsize,
 }
@@ -51,6 +55,7 @@ impl Shared {
             open_block,
             heartbeat_block,
             drain: Arc::new(Drain::new(config.shutdown)),
+            learned: LearnedRoutes::new(),
             relayed: AtomicUsize::new(0),
             metrics,
             config,
