@@ -27,7 +27,8 @@ LOCKED := $(if $(CI),--locked,)
 BUILD_PKGS := cmake
 TEST_PKGS := cmake nginx haproxy curl
 # The browser end-to-end tests (tests/browser/: playwright-core driving Debian's
-# Chromium, Node's eventsource) need Chromium and their npm packages.
+# Chromium, Node's eventsource; an Express app with compression() for
+# tests/learned_routes.rs) need Chromium and their npm packages.
 BROWSER_DIR := tests/browser
 BROWSER_PKGS ?= $(if $(wildcard $(BROWSER_DIR)/package.json),chromium,)
 SHELL_SCRIPTS := .ci/run scripts/install-deps.sh scripts/py-tools.sh scripts/run-demo.sh \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what tests/browser.rs needs, idempotently (nothing to do -> no network):
 #   - Debian's `chromium` (the browser under test; playwright's own download does not work here),
-#   - the node packages of tests/browser/ (playwright-core, eventsource) from its lockfile.
+#   - the node packages of tests/browser/ (playwright-core, eventsource for tests/browser.rs;
+#     express, compression for tests/learned_routes.rs) from its lockfile.
 #
 #   scripts/install-browser-deps.sh
 #

@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// Log line format: text or json. [default: text]
     #[arg(long, env = "SSE_SIDECAR_LOG_FORMAT", value_name = "text|json")]
     pub log_format: Option<String>,
+    /// Learn the routes whose answer is an event stream and relay their later requests as
+    /// SSE (sse.learn). [default: on]
+    #[arg(long, env = "SSE_SIDECAR_SSE_LEARN", value_name = "on|off")]
+    pub sse_learn: Option<String>,
     /// Take over the listening sockets of a running sse-sidecar: start this, then send the old
     /// process SIGQUIT; it hands its sockets over and drains.
     #[arg(long)]
@@ -84,6 +88,7 @@ impl From<RunArgs> for Overrides {
             connect_timeout,
             threads,
             log_format,
+            sse_learn,
             upgrade: _,
         } = args;
         Overrides {
@@ -97,6 +102,7 @@ impl From<RunArgs> for Overrides {
             connect_timeout,
             threads,
             log_format,
+            sse_learn,
         }
     }
 }

@@ -18,15 +18,16 @@
 //! pingora accepts connections on the listen port. The head guard reads each request head
 //! first (under one deadline, at most 64 KiB, rejecting smuggling shapes) and routes it:
 //!
-//! - an *SSE candidate* (its `Accept` names `text/event-stream`, or its path is under
-//!   `sse.paths`) on plain-TCP HTTP/1 leaves pingora's connection task for the lean relay,
+//! - an *SSE candidate* (its `Accept` names `text/event-stream`, its path is under
+//!   `sse.paths`, or its route was learned from an earlier event-stream answer, `sse.learn`)
+//!   on plain-TCP HTTP/1 leaves pingora's connection task for the lean relay,
 //!   which speaks HTTP/1.1 on raw sockets: each stream is set up on a thread-per-core tokio
 //!   runtime, and once its head is written a per-core epoll loop relays its events and
 //!   heartbeats;
 //! - an SSE candidate over h2 or TLS is taken over in pingora's `request_filter` by the
 //!   session relay, which uses pingora's sessions and connector;
 //! - everything else goes down pingora's normal proxy path, where an event-stream response
-//!   still gets the header policy.
+//!   still gets the header policy, and teaches the sidecar its route.
 //!
 //! Both relays run the same stream code: one `select!` over the client leaving, the app's
 //! next bytes, a timer (heartbeats, idle timeout, scheduled close) and the drain signal, with

@@ -67,21 +67,26 @@ impl Outcome {
 /// What kind of request was answered: the `kind` label of `sse_sidecar_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
-    /// Answered with a `text/event-stream` response.
+    /// Answered with a `text/event-stream` response that a relay carried.
     Sse = 0,
     /// Anything else.
     Other = 1,
+    /// An event stream met on pingora's normal path: the request was not an SSE candidate, so
+    /// the stream went through unprepared (the app saw `Accept-Encoding`, no heartbeats). With
+    /// `sse.learn` on, the first request of a route.
+    SseUnlearned = 2,
 }
 
 impl Kind {
     /// Every kind, in label-array order.
-    pub(crate) const ALL: [Kind; 2] = [Kind::Sse, Kind::Other];
+    pub(crate) const ALL: [Kind; 3] = [Kind::Sse, Kind::Other, Kind::SseUnlearned];
 
     /// The label value.
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Kind::Sse => "sse",
             Kind::Other => "other",
+            Kind::SseUnlearned => "sse_unlearned",
         }
     }
 }
@@ -171,6 +176,7 @@ pub(crate) struct Metrics {
     replayed_events_total: IntCounter,
     resume_buffer_bytes: IntGauge,
     resume_unbuffered_total: IntCounter,
+    learned_routes: IntGauge,
 }
 
 /// How a resume attempt went: the `result` label of `sse_sidecar_resumes_total`.
@@ -268,7 +274,7 @@ impl Metrics {
         let requests_total = IntCounterVec::new(
             Opts::new(
                 "sse_sidecar_requests_total",
-                "Requests answered, by kind (sse or other) and status class.",
+                "Requests answered, by kind (sse, sse_unlearned or other) and status class.",
             ),
             &["kind", "code"],
         )?;
@@ -319,6 +325,11 @@ impl Metrics {
             "Streams on a resumable path relayed without resume because resume.max_total_bytes \
              was in use by attached streams.",
         )?;
+        let learned_routes = IntGauge::new(
+            "sse_sidecar_learned_routes",
+            "Routes learned as SSE because an answer to them was an event stream (sse.learn).",
+        )?;
+        registry.register(Box::new(learned_routes.clone()))?;
 
         let build_info = IntGauge::with_opts(
             Opts::new(
@@ -353,6 +364,7 @@ impl Metrics {
             replayed_events_total,
             resume_buffer_bytes,
             resume_unbuffered_total,
+            learned_routes,
         })
     }
 
@@ -447,6 +459,12 @@ impl Metrics {
     pub(crate) fn upstream_error(&self, reason: UpstreamErrorReason) {
         self.upstream_errors_total[reason as usize].inc();
     }
+
+    /// Counts routes learned (`delta` > 0) or dropped (< 0). A change rather than a level, so
+    /// that updates from several threads add up in any order.
+    pub(crate) fn learned_routes_changed(&self, delta: i64) {
+        self.learned_routes.add(delta);
+    }
 }
 
 /// Keeps `sse_sidecar_streams_active` raised while alive; see [`Metrics::stream_started`].
@@ -523,7 +541,7 @@ mod tests {
         let _m = Metrics::new(&registry).unwrap();
         assert_eq!(series_count(&registry, "sse_sidecar_streams_total"), 8);
         assert_eq!(series_count(&registry, "sse_sidecar_resumes_total"), 3);
-        assert_eq!(series_count(&registry, "sse_sidecar_requests_total"), 10);
+        assert_eq!(series_count(&registry, "sse_sidecar_requests_total"), 15);
         assert_eq!(
             series_count(&registry, "sse_sidecar_upstream_errors_total"),
             4
@@ -625,6 +643,14 @@ mod tests {
         m.request(Kind::Sse, 200);
         assert_eq!(requests("sse", "2xx"), 1.0);
         assert_eq!(requests("sse", "5xx"), 0.0);
+        m.request(Kind::SseUnlearned, 200);
+        assert_eq!(requests("sse_unlearned", "2xx"), 1.0);
+        assert_eq!(requests("sse", "2xx"), 1.0);
+
+        assert_eq!(sample(&registry, "sse_sidecar_learned_routes"), 0.0);
+        m.learned_routes_changed(3);
+        m.learned_routes_changed(-1);
+        assert_eq!(sample(&registry, "sse_sidecar_learned_routes"), 2.0);
 
         m.upstream_error(UpstreamErrorReason::Reset);
         let errors = |r: &str| {

@@ -22,54 +22,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use common::node::{node_dir, require_packages, skipped, INSTALL_HINT};
 use common::process::Process;
 use common::sidecar::command;
 use common::sse::{self, Item};
 use common::{free_port, Sidecar};
 
-/// tests/browser/, where the node scripts and their node_modules live.
-fn node_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
 /// Where Debian's package puts the browser (playwright's own download does not work here).
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-const INSTALL_HINT: &str =
-    "run scripts/install-browser-deps.sh (make test runs it), or set SSE_SIDECAR_SKIP_BROWSER=1 to skip";
-
-/// True when SSE_SIDECAR_SKIP_BROWSER=1: prints a note that cannot be missed.
-fn skipped(test: &str) -> bool {
-    if std::env::var("SSE_SIDECAR_SKIP_BROWSER").as_deref() != Ok("1") {
-        return false;
-    }
-    // Straight to the process's stderr: libtest's capture would hide an eprintln! of a test
-    // that passes.
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !! SKIPPED {test}: SSE_SIDECAR_SKIP_BROWSER=1.\n\
-         !! The real-client end-to-end checks (Chromium, Node's eventsource) did NOT run.\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    true
-}
-
 /// Fails unless node, the npm packages and (when `browser`) Chromium are installed.
 fn require_deps(browser: bool) {
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.as_ref().is_ok_and(|o| o.status.success()),
-        "node is not installed ({node:?}): {INSTALL_HINT}"
-    );
-    for pkg in ["playwright-core", "eventsource"] {
-        let p = node_dir()
-            .join("node_modules")
-            .join(pkg)
-            .join("package.json");
-        assert!(p.is_file(), "{} is missing: {INSTALL_HINT}", p.display());
-    }
+    require_packages(&["playwright-core", "eventsource"]);
     if browser {
         assert!(
             Path::new(CHROMIUM).is_file(),

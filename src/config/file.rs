@@ -21,6 +21,7 @@ pub const KEYS: &[&str] = &[
     "threads",
     "log_format",
     "sse.paths",
+    "sse.learn",
     "sse.open_comment",
     "sse.heartbeat_comment",
     "sse.initial_padding",

@@ -69,12 +69,13 @@ fn apply_overrides(raw: &mut Raw, over: &Overrides) {
         connect_timeout,
         threads,
         log_format,
+        sse_learn,
     } = over;
     if !listen.is_empty() {
         let list = listen.iter().map(|s| Value::from(s.as_str())).collect();
         raw.set("listen", Value::Sequence(list), Source::Flag);
     }
-    let scalars: [(&'static str, &Option<String>, &str); 8] = [
+    let scalars: [(&'static str, &Option<String>, &str); 9] = [
         ("upstream", upstream, "SSE_SIDECAR_UPSTREAM"),
         (
             "metrics_listen",
@@ -99,6 +100,7 @@ fn apply_overrides(raw: &mut Raw, over: &Overrides) {
         ),
         ("threads", threads, "SSE_SIDECAR_THREADS"),
         ("log_format", log_format, "SSE_SIDECAR_LOG_FORMAT"),
+        ("sse.learn", sse_learn, "SSE_SIDECAR_SSE_LEARN"),
     ];
     for (key, value, env) in scalars {
         if let Some(v) = value {
@@ -496,8 +498,20 @@ impl Validator<'_> {
             Some(_) => Some(self.comment("sse.open_comment", "ok")),
             None => Some("ok".to_string()),
         };
+        let learn = match self.text("sse.learn") {
+            None => true,
+            Some((s, v, source)) => match s.as_str() {
+                "on" | "true" => true,
+                "off" | "false" => false,
+                _ => {
+                    self.bad("sse.learn", &v, source, "one of: on, off");
+                    true
+                }
+            },
+        };
         let sse = Sse {
             paths,
+            learn,
             heartbeat_interval: self
                 .optional_duration("heartbeat_interval", Some(Duration::from_secs(15))),
             open_comment,

@@ -31,6 +31,7 @@ pub struct Overrides {
     pub(crate) connect_timeout: Option<String>,
     pub(crate) threads: Option<String>,
     pub(crate) log_format: Option<String>,
+    pub(crate) sse_learn: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +109,8 @@ pub(crate) struct Timeouts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Sse {
     pub(crate) paths: Vec<String>,
+    /// Learn the routes whose answer was an event stream, and treat them as candidates.
+    pub(crate) learn: bool,
     pub(crate) heartbeat_interval: Option<Duration>,
     pub(crate) open_comment: Option<String>,
     pub(crate) heartbeat_comment: String,
@@ -230,6 +233,10 @@ impl Config {
             Value::Sequence(self.sse.paths.iter().map(|p| p.clone().into()).collect()),
         );
         sse.insert(
+            "learn".into(),
+            if self.sse.learn { "on" } else { "off" }.into(),
+        );
+        sse.insert(
             "open_comment".into(),
             self.sse
                 .open_comment
@@ -322,6 +329,7 @@ mod tests {
         assert_eq!(c.timeouts.connect, Duration::from_secs(5));
         assert_eq!(c.sse.open_comment.as_deref(), Some("ok"));
         assert_eq!(c.limits.max_streams, 10_000);
+        assert!(c.sse.learn);
     }
 
     #[test]
@@ -351,5 +359,26 @@ mod tests {
         let again = Config::from_yaml(&c.to_yaml()).unwrap();
         assert_eq!(c, again);
         assert_eq!(again.sse.heartbeat_interval, None);
+        let off = Config::from_yaml("sse:\n  learn: off\n").unwrap();
+        assert!(!off.sse.learn);
+        assert_eq!(Config::from_yaml(&off.to_yaml()).unwrap(), off);
+    }
+
+    #[test]
+    fn learn_takes_on_or_off() {
+        for (text, want) in [
+            ("on", true),
+            ("off", false),
+            ("true", true),
+            ("false", false),
+        ] {
+            let c = Config::from_yaml(&format!("sse:\n  learn: {text}\n")).unwrap();
+            assert_eq!(c.sse.learn, want, "{text}");
+        }
+        let err = Config::from_yaml("sse:\n  learn: maybe\n").unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec!["sse.learn: invalid value \"maybe\" (from config file): expected one of: on, off"]
+        );
     }
 }

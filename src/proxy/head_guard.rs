@@ -10,9 +10,9 @@
 //! sniffing reads 24 bytes and would hang on a shorter HTTP/1 request.
 
 use crate::proxy::answers::Answer;
+use crate::proxy::candidate::is_candidate;
 use crate::proxy::http1::request::{parse_request, Request};
 use crate::proxy::lean::workers::Workers;
-use crate::proxy::service::is_candidate;
 use crate::proxy::shared::Shared;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
@@ -125,7 +125,7 @@ impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
         let req = parse_request(head)?;
         // A target whose authority disagrees with its Host is refused by pingora's path (400).
         pingora_core::protocols::http::authority::validate_request_authority(&req.header).ok()?;
-        is_candidate(&self.shared.config, &req.header).then_some(req)
+        is_candidate(&self.shared, &req.header).then_some(req)
     }
 
     async fn serve_lean(

@@ -2,6 +2,8 @@
 //! walks a chunk's path through these modules.
 //!
 //! - [`head_guard`]: reads each request head first and routes it: the lean relay, or pingora.
+//! - [`candidate`]: which requests are SSE candidates, and [`learned_routes`], the routes
+//!   learned from event streams met on pingora's normal path (`sse.learn`).
 //! - [`lean`]: SSE candidates over plain HTTP/1, on raw sockets and per-core event loops.
 //! - [`service`]: pingora's `ProxyHttp` hooks; SSE candidates over h2/TLS go to
 //!   [`session_relay`], everything else down pingora's normal path.
@@ -15,12 +17,14 @@
 
 pub(crate) mod access_log;
 pub(crate) mod answers;
+pub(crate) mod candidate;
 pub(crate) mod drain;
 pub(crate) mod head_guard;
 pub(crate) mod headers;
 pub(crate) mod http1;
 pub(crate) mod lean;
 pub(crate) mod resume;
+pub(crate) mod learned_routes;
 pub(crate) mod service;
 pub(crate) mod session_relay;
 pub(crate) mod shared;

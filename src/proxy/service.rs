@@ -2,12 +2,13 @@
 //! (h2c, TLS, and plain HTTP/1 that is not an SSE candidate): answers a `Max-Forwards: 0`
 //! itself, hands SSE candidates to the session relay, and lets pingora's normal proxy path
 //! carry everything else, with the app's request built by the same builder as the relays'
-//! and the SSE header policy applied to any event stream met there.
+//! and the SSE header policy applied to any event stream met there (whose route is then
+//! learned, see [`candidate`]).
 
-use crate::config::Config;
 use crate::metrics::Kind;
 use crate::proxy::access_log;
 use crate::proxy::answers::Answer;
+use crate::proxy::candidate::{self, is_candidate};
 use crate::proxy::drain;
 use crate::proxy::headers;
 use crate::proxy::session_relay::{self, PingoraClient};
@@ -30,8 +31,8 @@ pub(crate) struct SidecarProxy {
 /// Per-request state, for the access log.
 pub(crate) struct Ctx {
     started: Instant,
-    /// The answer was a stream.
-    sse: bool,
+    /// What the answer was, for the access log and `sse_sidecar_requests_total`.
+    kind: Kind,
     /// Status sent to the client.
     status: u16,
     /// Set when the request ended on a failure.
@@ -50,7 +51,7 @@ impl ProxyHttp for SidecarProxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
-            sse: false,
+            kind: Kind::Other,
             status: 0,
             error: None,
             stream: None,
@@ -70,12 +71,12 @@ impl ProxyHttp for SidecarProxy {
             let _ = respond::answer(&mut client, answer).await;
             return Ok(true);
         }
-        if !is_candidate(&self.shared.config, session.req_header()) {
+        if !is_candidate(&self.shared, session.req_header()) {
             return Ok(false);
         }
         let answered = session_relay::run(&self.shared, session, ctx.started).await;
         ctx.status = answered.status;
-        ctx.sse = answered.kind == Some(Kind::Sse);
+        ctx.kind = answered.kind.unwrap_or(Kind::Other);
         ctx.error = answered.error;
         ctx.stream = answered.stream;
         ctx.replayed = answered.replayed;
@@ -103,7 +104,9 @@ impl ProxyHttp for SidecarProxy {
     }
 
     /// An event stream met on the normal path (its request gave no hint) still gets the SSE
-    /// header policy and no compression; it cannot get heartbeats.
+    /// header policy, without the app's hop-by-hop fields; it cannot get heartbeats, and the
+    /// app may have compressed it. It is counted as `sse_unlearned`, and its route is learned
+    /// so the next request to it is relayed.
     async fn response_filter(
         &self,
         session: &mut Session,
@@ -111,10 +114,14 @@ impl ProxyHttp for SidecarProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.status = resp.status.as_u16();
-        if headers::is_stream_response(&session.req_header().method, resp) {
-            ctx.sse = true;
-            let chunked = session.req_header().version == http::Version::HTTP_11;
-            headers::apply_sse_policy(resp, chunked);
+        let req = session.req_header();
+        if headers::is_stream_response(&req.method, resp) {
+            ctx.kind = Kind::SseUnlearned;
+            // They describe the app's connection, not the client's (`Keep-Alive: timeout=5`
+            // from Node). pingora then writes its own `Connection` for the client's hop.
+            headers::strip_response_hop_by_hop(resp);
+            headers::apply_sse_policy(resp, req.version == http::Version::HTTP_11);
+            candidate::unprepared_stream(&self.shared, req);
         }
         Ok(())
     }
@@ -158,7 +165,7 @@ impl ProxyHttp for SidecarProxy {
             method: req.method.as_str(),
             path: req.uri.path(),
             status,
-            kind: if ctx.sse { Kind::Sse } else { Kind::Other },
+            kind: ctx.kind,
             started: ctx.started,
             stream: ctx.stream.as_ref(),
             error: error.as_deref(),
@@ -166,21 +173,4 @@ impl ProxyHttp for SidecarProxy {
         }
         .record(&self.shared);
     }
-}
-
-/// Whether a request is an SSE candidate: its `Accept` asks for an event stream, or its path
-/// is under `sse.paths` or `resume.paths`. A protocol upgrade (WebSocket) and the methods that never open a
-/// stream (`OPTIONS`, `TRACE`, `CONNECT`) are not, whatever they carry: they go down
-/// pingora's normal path, which passes an upgrade through to the app.
-pub(crate) fn is_candidate(config: &Config, req: &RequestHeader) -> bool {
-    use http::Method;
-    let never = [Method::OPTIONS, Method::TRACE, Method::CONNECT];
-    if never.contains(&req.method) || req.headers.contains_key(http::header::UPGRADE) {
-        return false;
-    }
-    let path = req.uri.path();
-    // A resumable path's streams must go through a relay: only a relay can keep them.
-    headers::accepts_event_stream(&req.headers)
-        || config.is_sse_path(path)
-        || config.is_resume_path(path)
 }

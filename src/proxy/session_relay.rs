@@ -10,6 +10,7 @@
 
 use crate::metrics::{Kind, Outcome};
 use crate::proxy::answers::Answer;
+use crate::proxy::candidate;
 use crate::proxy::headers;
 use crate::proxy::resume::relay::{self as resume_relay, Lookup};
 use crate::proxy::resume::store::{Attached, Entry};
@@ -90,7 +91,9 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
         return failed(shared, session, e).await;
     };
     let status = head.status.as_u16();
-    if !headers::is_stream_response(&session.req_header().method, &head) {
+    let stream = headers::is_stream_response(&session.req_header().method, &head);
+    candidate::relayed(shared, session.req_header(), stream);
+    if !stream {
         let body = if app.response_done() {
             Body::None
         } else if head.headers.contains_key(http::header::CONTENT_LENGTH) {

@@ -1,8 +1,10 @@
 //! Process-wide state every request reads: the validated configuration, metrics, the relays'
-//! connection to the app, the blocks the relay injects, and the drain and stream-limit state.
+//! connection to the app, the blocks the relay injects, the learned SSE routes, and the drain
+//! and stream-limit state.
 
 use super::drain::Drain;
 use super::resume::store::Store;
+use super::learned_routes::LearnedRoutes;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -26,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) drain: Arc<Drain>,
     /// Resumable streams; `None` when `resume.paths` is empty.
     pub(crate) resume: Option<Arc<Store>>,
+    /// Routes found to answer with event streams (`sse.learn`).
+    pub(crate) learned: LearnedRoutes,
     /// SSE candidates being relayed now, for `limits.max_streams`.
     relayed: AtomicUsize,
 }
@@ -56,6 +60,7 @@ impl Shared {
             drain: Arc::new(Drain::new(config.shutdown)),
             resume: (!config.resume.paths.is_empty())
                 .then(|| Arc::new(Store::new(config.resume.clone(), metrics.clone()))),
+            learned: LearnedRoutes::new(),
             relayed: AtomicUsize::new(0),
             metrics,
             config,

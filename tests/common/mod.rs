@@ -18,6 +18,8 @@
 //!   combines the client, optional gzip decoding and the parser.
 //! - [`h2c`]: an HTTP/2 prior-knowledge client (the `h2` crate).
 //! - [`nginx`]: a real nginx started from a temp prefix, as an untuned middlebox.
+//! - [`node`]: the Node scripts of tests/browser/: where they are, whether their packages are
+//!   installed, and the switch that skips them.
 //!
 //! Times are nanoseconds since one process-wide epoch ([`now_ns`]), so the origin's stamp in an
 //! event and the client's arrival time can be subtracted.
@@ -26,6 +28,7 @@
 pub mod client;
 pub mod h2c;
 pub mod nginx;
+pub mod node;
 pub mod origin;
 pub mod process;
 pub mod raw_origin;

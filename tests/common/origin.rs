@@ -5,7 +5,7 @@
 //!
 //! | path | what it does |
 //! |---|---|
-//! | `/sse` | an event stream, see below |
+//! | `/sse`, and any path under `/sse/` | an event stream, see below |
 //! | `/json?size=N&gzip=1\|auto&chunked=1&ct=...` | [`json_body`]`(N)`; gzip'd with `Content-Encoding: gzip` when `gzip=1`, or `auto` and the request accepts gzip |
 //! | `/echo?chunked=1` | the request body back; `X-Echo-Method`, `X-Echo-Chunked` headers |
 //! | `/big?size=N&chunked=1` | [`big_body`]`(N)` (default 1 MiB), Content-Length or chunked |
@@ -764,6 +764,9 @@ async fn handle(c: &mut Conn, (id, p): (usize, Parsed)) -> Result<bool, Gone> {
             Ok(false)
         }
         "/close" => Ok(false),
+        _ if path.starts_with("/sse/") => {
+            sse(c, id, &q, headers, http10, keep_alive, wants_gzip(&q)).await
+        }
         _ if path.starts_with("/status/") => {
             let st: u16 = path["/status/".len()..].parse().unwrap_or(500);
             headers.push(("X-Origin-Status".into(), st.to_string()));

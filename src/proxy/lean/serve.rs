@@ -18,6 +18,7 @@ use super::exchange::{compact, forward_request_body, open_exchange, Exchange, Ex
 use crate::metrics::{Kind, Outcome};
 use crate::proxy::access_log;
 use crate::proxy::answers::Answer;
+use crate::proxy::candidate;
 use crate::proxy::headers;
 use crate::proxy::http1::request::Request;
 use crate::proxy::resume::relay::{self as resume_relay, Lookup};
@@ -329,7 +330,9 @@ async fn setup(
     // A leftover slice would pin the whole read buffer for the stream's lifetime.
     let buffered = compact(buffered);
 
-    if !headers::is_stream_response(&req.header.method, &head) {
+    let stream = headers::is_stream_response(&req.header.method, &head);
+    candidate::relayed(shared, &req.header, stream);
+    if !stream {
         let body = app.body();
         let mut client = LeanClient::new(&mut sock, http11, keepalive, timeouts.read);
         let result = respond::passthrough(shared, &mut client, &mut app, head, body).await;
