@@ -18,12 +18,14 @@
 //!   combines the client, optional gzip decoding and the parser.
 //! - [`h2c`]: an HTTP/2 prior-knowledge client (the `h2` crate).
 //! - [`nginx`]: a real nginx started from a temp prefix, as an untuned middlebox.
+//! - [`cutter`]: a TCP proxy that resets its connections on a schedule (a flaky network).
 //!
 //! Times are nanoseconds since one process-wide epoch ([`now_ns`]), so the origin's stamp in an
 //! event and the client's arrival time can be subtracted.
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod cutter;
 pub mod h2c;
 pub mod nginx;
 pub mod origin;
