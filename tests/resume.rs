@@ -909,6 +909,115 @@ async fn buffer_overflow_while_parked_stays_bounded_and_goes_to_the_app() {
     assert_eq!(metric0(&sc, UNKNOWN).await, 1.0, "{UNKNOWN}");
 }
 
+/// `Last-Event-ID`s that match no stream go to the app as fresh requests carrying the app's
+/// own id: one that is not the sidecar's (`42`) passes unchanged; one of the sidecar's form for
+/// a stream that never existed is translated to its app part (`….7.42` → `42`) or removed
+/// (`….7`), and counted `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_foreign_ids_reach_the_app_as_its_own_id() {
+    let origin = Origin::start().await;
+    let sc = Sidecar::builder(&origin.url()).config(RESUME).start().await;
+    let never = "AAAAAAAAAAAAAAAAAAAAAA";
+    let cases = [
+        ("/sse?events=3&c=1", "42".to_string(), Some("42")),
+        ("/sse?events=3&c=2", format!("{never}.7.42"), Some("42")),
+        ("/sse?events=3&c=3", format!("{never}.7"), None),
+    ];
+    for (target, id, want) in &cases {
+        let mut s = reconnect(sc.addr, target, id, &[]).await;
+        let (got, end) = read_rest(&mut s).await;
+        assert_eq!(end, Some(End::Complete), "{id}");
+        assert_eq!(
+            got.iter().map(Event::seq).collect::<Vec<_>>(),
+            [Some(1), Some(2), Some(3)],
+            "{id}: the app's fresh stream"
+        );
+        let rec = origin.wait_request(target, T).await;
+        assert_eq!(
+            rec.header("last-event-id"),
+            *want,
+            "Last-Event-ID {id} at the app"
+        );
+    }
+    assert_eq!(
+        metric0(&sc, UNKNOWN).await,
+        2.0,
+        "{UNKNOWN}: the two ids of the sidecar's form"
+    );
+    assert_eq!(metric0(&sc, RESUMED).await, 0.0, "{RESUMED}");
+}
+
+/// An h2 stream that the client resets on a live connection (a page closing its EventSource)
+/// is a deliberate close, not a drop: the app's connection closes within 250 ms, nothing is
+/// parked, and the stream's last id no longer resumes (a reconnect reaches the app).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_stream_reset_on_a_live_connection_is_not_parked() {
+    let origin = Origin::start().await;
+    let sc = Sidecar::builder(&origin.url()).config(RESUME).start().await;
+    let mut c = H2Conn::connect(sc.addr).await;
+    let mut r = c.request("GET", FIFTY_IDS, &[ES], None).await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(r.next_event(T).await.expect("h2: an event").0);
+    }
+    let left = now_ns();
+    r.reset();
+    let rec = origin.wait_closed(FIFTY_IDS, Duration::from_secs(2)).await;
+    let after = rec.closed_ns.unwrap().saturating_sub(left);
+    assert!(
+        after < 250_000_000,
+        "RST_STREAM on a live connection: the app's connection closed {:.0} ms later",
+        ms(after)
+    );
+    assert_eq!(metric0(&sc, PARKED).await, 0.0, "{PARKED}");
+
+    let mut again = c
+        .request(
+            "GET",
+            FIFTY_IDS,
+            &[ES, ("last-event-id", seen[2].id.as_str())],
+            None,
+        )
+        .await;
+    let (e, _) = again.next_event(T).await.expect("h2: an event");
+    assert_eq!(e.seq(), Some(1), "a fresh stream from the app");
+    let reqs = origin.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:#?}");
+    assert_eq!(
+        reqs[1].header("last-event-id"),
+        Some("3"),
+        "the app's own id"
+    );
+}
+
+/// A path outside `resume.paths` is relayed as before: the app's own ids pass unchanged and a
+/// client leaving closes the app's connection within 250 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_outside_resume_paths_are_relayed_as_before() {
+    let origin = Origin::start().await;
+    let sc = Sidecar::builder(&origin.url())
+        .config("resume:\n  paths: [\"/v1/chat\"]\n")
+        .start()
+        .await;
+    let mut s = open(sc.addr, "GET", FIFTY_IDS, &[], None).await;
+    let seen = take(&mut s, 3, "outside resume.paths").await;
+    assert_eq!(
+        seen.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["1", "2", "3"],
+        "the app's ids, unstamped"
+    );
+    let left = now_ns();
+    reset(s);
+    let rec = origin.wait_closed(FIFTY_IDS, Duration::from_secs(2)).await;
+    let after = rec.closed_ns.unwrap().saturating_sub(left);
+    assert!(
+        after < 250_000_000,
+        "the app's connection closed {:.0} ms after the client left",
+        ms(after)
+    );
+    assert_eq!(metric0(&sc, PARKED).await, 0.0, "{PARKED}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Controls: the same drops without resume
 // ---------------------------------------------------------------------------------------------
