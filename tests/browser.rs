@@ -1,9 +1,12 @@
 //! Real clients, end to end (issue 7 §4): headless Chromium on the demo page through the
 //! sidecar, across a sidecar restart, and Node's `eventsource` package on the same stream.
+//! Resumable streams (issue 15): Chromium's EventSource and a fetch-based client that resends
+//! `Last-Event-ID`, through the connection-cutting proxy of tests/common/cutter.rs.
 //!
 //! The app is the real demo origin (examples/demo_origin.rs, built by `cargo test`, or
-//! `cargo build --release --example demo_origin`); the sidecar is the real binary. The node
-//! scripts in tests/browser/ drive the clients and report JSON lines; the assertions are here.
+//! `cargo build --release --example demo_origin`), or for the resume tests the in-process
+//! scriptable origin; the sidecar is the real binary. The node scripts in tests/browser/ drive
+//! the clients and report JSON lines; the assertions are here.
 //!
 //! Needs Debian's `chromium`, node >= 20 and the npm packages of tests/browser/:
 //! `scripts/install-browser-deps.sh` installs them (`make test` does). Without them the tests
@@ -23,10 +26,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use common::node::{node_dir, require_packages, skipped, INSTALL_HINT};
+use common::cutter::Cutter;
 use common::process::Process;
 use common::sidecar::command;
-use common::sse::{self, Item};
-use common::{free_port, Sidecar};
+use common::sse::{self, Item, ResumeId};
+use common::{free_port, Origin, Sidecar};
 
 /// Where Debian's package puts the browser (playwright's own download does not work here).
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -467,4 +471,225 @@ async fn chromium_over_https_h2_keeps_many_streams_on_one_connection() {
         "control: over HTTP/1.1 Chromium's 6-connections-per-host limit should have held some \
          of the {N} streams back, so the h2 result above proves nothing: {h1:#}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resumable streams (issue 15) through a connection-cutting proxy
+// ---------------------------------------------------------------------------------------------
+
+/// The resume tests' stream: 200 events 40 ms apart (8 s, long enough for several cuts), no
+/// app ids.
+const STREAM_200: &str = "/sse?events=200&interval_ms=40";
+/// A 300 ms `retry:` hint, so the EventSource reconnects quickly after each cut.
+const FAST_RETRY: &str = "sse:\n  retry: 300ms\n";
+
+/// The `seq` in the data (`{"seq":N,...}`) of each message of a JSON array, in order.
+fn seqs_of(messages: &Value) -> Vec<u64> {
+    messages
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array of messages: {messages:#}"))
+        .iter()
+        .map(|m| {
+            let data = m["data"].as_str().unwrap_or_default();
+            let v: Value = serde_json::from_str(data)
+                .unwrap_or_else(|e| panic!("message data {data:?} is not JSON: {e}"));
+            v["seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no seq in {data:?}"))
+        })
+        .collect()
+}
+
+/// Runs tests/browser/resume-page.mjs: Chromium's EventSource on `STREAM_200` through
+/// `cutter`, until seq 200 or `max`; returns its report.
+async fn chromium_through_cutter(cutter: &Cutter, dir: &Path, max: Duration) -> Value {
+    let mut page = Node::spawn(
+        "resume-page.mjs",
+        &[
+            &cutter.url(),
+            STREAM_200,
+            "200",
+            &max.as_millis().to_string(),
+        ],
+        dir.join("resume-page.stderr"),
+    );
+    page.step("messages", max + Duration::from_secs(30)).await
+}
+
+/// Headless Chromium's EventSource reads a 200-event stream (40 ms apart) through a proxy that
+/// resets the connection about once a second, with `resume.paths: ["/"]`: across the cuts the
+/// page receives every event exactly once and in order, each `lastEventId` is one of the
+/// sidecar's ids (one stream's token, the event's seq), and the app saw a single request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_eventsource_resumes_through_cuts_every_event_once() {
+    if skipped("chromium_eventsource_resumes_through_cuts_every_event_once") {
+        return;
+    }
+    require_deps(true);
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await;
+    let sc = Sidecar::builder(&origin.url())
+        .config(&format!("{FAST_RETRY}resume:\n  paths: [\"/\"]\n"))
+        .start()
+        .await;
+    let cutter = Cutter::start(sc.addr, Duration::from_secs(1), Duration::from_millis(300)).await;
+    let out = chromium_through_cutter(&cutter, dir.path(), Duration::from_secs(45)).await;
+    eprintln!(
+        "resume: {} messages in {} ms, {} opens, errors {}, {} cuts",
+        out["messages"].as_array().map_or(0, Vec::len),
+        out["ms"],
+        out["opens"],
+        out["errors"],
+        cutter.cuts()
+    );
+
+    let seqs = seqs_of(&out["messages"]);
+    assert_eq!(
+        seqs,
+        (1..=200).collect::<Vec<u64>>(),
+        "every event exactly once, in order (opens {}, errors {}, {} cuts)",
+        out["opens"],
+        out["errors"],
+        cutter.cuts()
+    );
+    assert_eq!(out["done"], true, "{out:#}");
+    let ids: Vec<ResumeId> = out["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let id = m["lastEventId"].as_str().unwrap_or_default();
+            ResumeId::parse(id).unwrap_or_else(|| panic!("lastEventId {id:?} is not the sidecar's"))
+        })
+        .collect();
+    assert!(
+        ids.iter()
+            .zip(1..)
+            .all(|(id, n)| id.seq == n && id.app.is_none()),
+        "each lastEventId carries the event's seq: {ids:?}"
+    );
+    assert!(
+        ids.iter().all(|id| id.token == ids[0].token),
+        "one stream throughout"
+    );
+    assert!(
+        cutter.cuts() >= 3 && out["opens"].as_u64() >= Some(4),
+        "the stream should have been cut several times: {} cuts, {} opens",
+        cutter.cuts(),
+        out["opens"]
+    );
+    let reqs = origin.requests();
+    assert_eq!(reqs.len(), 1, "the app saw one request: {reqs:#?}");
+}
+
+/// Control for the test above: the same page, stream and cuts without `resume.paths`. Each
+/// reconnect reaches the app as a new stream, so the page does not get every event exactly
+/// once and in order (here the app starts over, so events repeat and the end never comes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_chromium_without_resume_loses_or_repeats_events() {
+    if skipped("control_chromium_without_resume_loses_or_repeats_events") {
+        return;
+    }
+    require_deps(true);
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await;
+    let sc = Sidecar::builder(&origin.url())
+        .config(FAST_RETRY)
+        .start()
+        .await;
+    let cutter = Cutter::start(sc.addr, Duration::from_secs(1), Duration::from_millis(300)).await;
+    let out = chromium_through_cutter(&cutter, dir.path(), Duration::from_secs(8)).await;
+    eprintln!(
+        "control: {} messages, {} opens, errors {}, {} cuts",
+        out["messages"].as_array().map_or(0, Vec::len),
+        out["opens"],
+        out["errors"],
+        cutter.cuts()
+    );
+
+    let seqs = seqs_of(&out["messages"]);
+    assert!(
+        out["opens"].as_u64() >= Some(2) && cutter.cuts() >= 2,
+        "the control must see the connection cut and reopened: {} cuts, {out:#}",
+        cutter.cuts()
+    );
+    assert!(!seqs.is_empty(), "no events at all: {out:#}");
+    assert_ne!(
+        seqs,
+        (1..=200).collect::<Vec<u64>>(),
+        "without resume the cuts should have cost or repeated events, so the test above \
+         proves something"
+    );
+    assert!(
+        origin.requests().len() >= 2,
+        "each reconnect reached the app as a fresh request"
+    );
+}
+
+/// A fetch-based client that resends `Last-Event-ID` (like `@microsoft/fetch-event-source`)
+/// POSTs for an LLM-style answer — 30 token events, then `event: done` — through a proxy that
+/// resets the connection about once a second: across at least two drops it gets the whole
+/// answer exactly once, in order, and the app saw one request (the POST, with its body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_client_gets_a_whole_llm_answer_once_across_two_drops() {
+    if skipped("fetch_client_gets_a_whole_llm_answer_once_across_two_drops") {
+        return;
+    }
+    require_deps(false);
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await;
+    let sc = Sidecar::builder(&origin.url())
+        .config("resume:\n  paths: [\"/\"]\n")
+        .start()
+        .await;
+    let cutter = Cutter::start(sc.addr, Duration::from_secs(1), Duration::from_millis(200)).await;
+    let url = format!(
+        "{}/sse?events=31&interval_ms=120&last_event=done",
+        cutter.url()
+    );
+    let mut client = Node::spawn(
+        "fetch-resume-client.mjs",
+        &[&url, "20000"],
+        dir.path().join("fetch.stderr"),
+    );
+    let out = client.step("answer", Duration::from_secs(40)).await;
+
+    let events = out["events"].as_array().expect("events");
+    let seqs = seqs_of(&out["events"]);
+    assert_eq!(
+        seqs,
+        (1..=31).collect::<Vec<u64>>(),
+        "the whole answer exactly once, in order: {out:#}"
+    );
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        kinds[..30].iter().all(|k| *k == "message") && kinds[30] == "done",
+        "30 tokens then done: {kinds:?}"
+    );
+    assert_eq!(out["done"], true);
+    let tokens: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let id = e["id"].as_str().unwrap_or_default();
+            ResumeId::parse(id)
+                .unwrap_or_else(|| panic!("id {id:?} is not the sidecar's"))
+                .token
+        })
+        .collect();
+    assert!(
+        tokens.iter().all(|t| *t == tokens[0]),
+        "one stream: {tokens:?}"
+    );
+    assert!(
+        out["drops"].as_u64() >= Some(2) && cutter.cuts() >= 2,
+        "the answer should have been cut at least twice: {} cuts, {out:#}",
+        cutter.cuts()
+    );
+    let reqs = origin.requests();
+    assert_eq!(reqs.len(), 1, "the app saw one request: {reqs:#?}");
+    assert_eq!(reqs[0].method, "POST");
+    assert_eq!(reqs[0].body, br#"{"prompt":"tell me a story"}"#);
 }

@@ -10,11 +10,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::client::{self, End};
+use common::process::{rss, RssWatch};
 use common::raw_origin::{chunk, RawOrigin, SSE_HEAD};
 use common::sse::{Item, SseStream};
 use common::{ms, now_ns, show, Origin, Sidecar};
@@ -54,61 +55,11 @@ fn raise_nofile(want: u64) {
     }
 }
 
-/// Resident set size of `pid` in bytes.
-fn rss(pid: i32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS");
-    kib * 1024
-}
-
 /// Open file descriptors of `pid`.
 fn fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("proc fd")
         .count()
-}
-
-/// Samples the sidecar's RSS every 10 ms until dropped; `max()` is the peak seen.
-struct RssWatch {
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
-
-impl RssWatch {
-    fn start(pid: i32) -> RssWatch {
-        let peak = Arc::new(AtomicU64::new(rss(pid)));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (peak.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kib) = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                    {
-                        p.fetch_max(kib * 1024, Ordering::Relaxed);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        RssWatch { peak, stop }
-    }
-
-    fn max(&self) -> u64 {
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for RssWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 async fn open_sse(addr: SocketAddr, target: &str) -> SseStream {

@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 
 use super::sse::{Event, Item, Parser, Timed};
 
-/// One h2c connection. [`H2Conn::close`] drops the TCP connection (FIN).
+/// One h2c connection. [`H2Conn::close`] drops the TCP connection (FIN, or RST when made by
+/// [`H2Conn::connect_resetting`]).
 pub struct H2Conn {
     pub addr: SocketAddr,
     send: SendRequest<Bytes>,
@@ -23,6 +24,18 @@ impl H2Conn {
     /// Connects and performs the HTTP/2 handshake (connection preface, no upgrade).
     pub async fn connect(addr: SocketAddr) -> H2Conn {
         let tcp = TcpStream::connect(addr).await.expect("h2c connect");
+        H2Conn::handshake(addr, tcp).await
+    }
+
+    /// Like [`H2Conn::connect`], but [`H2Conn::close`] resets the TCP connection (RST, as a
+    /// network failure would) instead of closing it with a FIN.
+    pub async fn connect_resetting(addr: SocketAddr) -> H2Conn {
+        let tcp = TcpStream::connect(addr).await.expect("h2c connect");
+        tcp.set_zero_linger().unwrap();
+        H2Conn::handshake(addr, tcp).await
+    }
+
+    async fn handshake(addr: SocketAddr, tcp: TcpStream) -> H2Conn {
         tcp.set_nodelay(true).unwrap();
         let (send, conn) = tokio::time::timeout(Duration::from_secs(5), h2::client::handshake(tcp))
             .await
@@ -79,7 +92,7 @@ impl H2Conn {
         }
     }
 
-    /// Drops the connection: the TCP socket is closed (FIN).
+    /// Drops the connection: the TCP socket is closed (FIN; RST for a resetting connection).
     pub fn close(self) {
         self.driver.abort();
         drop(self.send);

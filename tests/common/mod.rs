@@ -20,12 +20,14 @@
 //! - [`nginx`]: a real nginx started from a temp prefix, as an untuned middlebox.
 //! - [`node`]: the Node scripts of tests/browser/: where they are, whether their packages are
 //!   installed, and the switch that skips them.
+//! - [`cutter`]: a TCP proxy that resets its connections on a schedule (a flaky network).
 //!
 //! Times are nanoseconds since one process-wide epoch ([`now_ns`]), so the origin's stamp in an
 //! event and the client's arrival time can be subtracted.
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod cutter;
 pub mod h2c;
 pub mod nginx;
 pub mod node;

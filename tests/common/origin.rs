@@ -19,7 +19,8 @@
 //! `silence_after` [1], `le=lf|crlf|cr` [lf], `split=1` writes each event in two writes
 //! `split_ms` [20] apart, `id=1` adds `id: N`, `pad=N` adds N bytes to each event's data,
 //! `bom=1` starts the body with a UTF-8 BOM, `gzip=1|auto` compresses (sync flush per event), `framing=chunked|close` [chunked],
-//! `ct` [text/event-stream], `cc` (a Cache-Control value), `end=done|hold|cut|reset` [done]:
+//! `ct` [text/event-stream], `cc` (a Cache-Control value), `last_event=NAME` gives the last
+//! event an `event: NAME` line (an LLM answer's `done`), `end=done|hold|cut|reset` [done]:
 //! `hold` stays silent (up to 60 s) until the peer closes, `cut` closes without the last chunk,
 //! `reset` sends RST. Each event is `data: {"seq":N,"t_ns":T}` with N from 1 and T =
 //! [`now_ns`](super::now_ns) when its first byte was written.
@@ -190,6 +191,12 @@ impl Origin {
     /// A snapshot of every request seen so far, in arrival order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Runs `f` on the requests seen so far without copying them (for polling a stream whose
+    /// recorded body is large).
+    pub fn inspect<T>(&self, f: impl FnOnce(&[RequestRecord]) -> T) -> T {
+        f(&self.state.requests.lock().unwrap())
     }
 
     /// Requests whose path (without query) or whole target equals `path`.
@@ -812,6 +819,7 @@ async fn sse(
     let pad = param_u64(q, "pad", 0) as usize;
     let bom = param(q, "bom") == Some("1");
     let end = param(q, "end").unwrap_or("done").to_string();
+    let last_event = param(q, "last_event").map(str::to_string);
     let framing = if http10 || param(q, "framing") == Some("close") {
         Framing::Close
     } else {
@@ -844,6 +852,10 @@ async fn sse(
         }
         if with_id {
             ev.extend_from_slice(format!("id: {seq}").as_bytes());
+            ev.extend_from_slice(le);
+        }
+        if let Some(name) = last_event.as_deref().filter(|_| seq == events) {
+            ev.extend_from_slice(format!("event: {name}").as_bytes());
             ev.extend_from_slice(le);
         }
         ev.extend_from_slice(format!(r#"data: {{"seq":{seq},"t_ns":{t}"#).as_bytes());

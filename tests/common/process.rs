@@ -1,10 +1,13 @@
 //! A child process owned by a test: killed and reaped on drop, its log file printed when the
 //! test panics. [`super::sidecar::Sidecar`] is one; tests that start other processes (the demo
-//! origin, a TLS-configured or `--upgrade` sidecar) wrap their `Child` in one too.
+//! origin, a TLS-configured or `--upgrade` sidecar) wrap their `Child` in one too. [`rss`] and
+//! [`RssWatch`] read a process's resident memory.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::wait_listening;
@@ -112,5 +115,52 @@ impl Drop for Process {
                 self.name
             );
         }
+    }
+}
+
+/// Resident set size of `pid` in bytes (`VmRSS` of `/proc/<pid>/status`); panics if unreadable.
+pub fn rss(pid: i32) -> u64 {
+    try_rss(pid).unwrap_or_else(|| panic!("no VmRSS for pid {pid}"))
+}
+
+fn try_rss(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
+    Some(kib * 1024)
+}
+
+/// Samples a process's RSS every 10 ms until dropped; `max()` is the peak seen.
+pub struct RssWatch {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RssWatch {
+    pub fn start(pid: i32) -> RssWatch {
+        let peak = Arc::new(AtomicU64::new(rss(pid)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(bytes) = try_rss(pid) {
+                    p.fetch_max(bytes, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        RssWatch { peak, stop }
+    }
+
+    pub fn max(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }

@@ -157,6 +157,42 @@ impl Parser {
     }
 }
 
+/// A resumable stream's event id as the sidecar writes it (issue 15): `<token>.<seq>` or
+/// `<token>.<seq>.<app id>`, the token 22 base64url characters. Parsed here rather than with the
+/// crate's own parser so the tests check the documented format, not the implementation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumeId {
+    pub token: String,
+    pub seq: u64,
+    /// The app's own last event ID, when the app sent one.
+    pub app: Option<String>,
+}
+
+impl ResumeId {
+    /// `None` when `id` is not of that form.
+    pub fn parse(id: &str) -> Option<ResumeId> {
+        let token = id.get(..22)?;
+        let token_ok = token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let rest = id[22..].strip_prefix('.')?;
+        let (seq, app) = match rest.split_once('.') {
+            Some((seq, app)) if !app.is_empty() => (seq, Some(app.to_string())),
+            Some(_) => return None,
+            None => (rest, None),
+        };
+        let seq_ok = !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit());
+        if !(token_ok && seq_ok) {
+            return None;
+        }
+        Some(ResumeId {
+            token: token.to_string(),
+            seq: seq.parse().ok()?,
+            app,
+        })
+    }
+}
+
 /// Parses a whole byte stream.
 pub fn parse_all(bytes: &[u8]) -> Vec<Item> {
     Parser::new()
@@ -342,6 +378,26 @@ pub fn assert_seqs(events: &[(Event, u64)], n: u64, what: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resume_ids_parse() {
+        let t = "AbC-_0123456789abcdefgh";
+        let t = &t[..22];
+        let id = ResumeId::parse(&format!("{t}.7")).unwrap();
+        assert_eq!((id.token.as_str(), id.seq, id.app), (t, 7, None));
+        let id = ResumeId::parse(&format!("{t}.12.a.b")).unwrap();
+        assert_eq!((id.seq, id.app.as_deref()), (12, Some("a.b")));
+        for bad in [
+            "7",
+            "",
+            &format!("{t}."),
+            &format!("{t}.x"),
+            &format!("{t}.1."),
+            &t[..21],
+        ] {
+            assert_eq!(ResumeId::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn parses_all_line_ends_and_bom() {
