@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::node::{node_dir, require_packages, skipped, INSTALL_HINT};
 use common::cutter::Cutter;
+use common::node::{node_dir, require_packages, skipped, INSTALL_HINT};
 use common::process::Process;
 use common::sidecar::command;
 use common::sse::{self, Item, ResumeId};

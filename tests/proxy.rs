@@ -1054,10 +1054,19 @@ fn check_rejects_bad_listen_address() {
 #[test]
 fn check_rejects_bad_resume_values() {
     assert_rejected("resume:\n  paths: [events]\n", &["resume.paths", "events"]);
-    assert_rejected("resume:\n  grace: 0s\n", &["resume.grace", "greater than zero"]);
-    assert_rejected("resume:\n  max_bytes: 1.5MiB\n", &["resume.max_bytes", "1.5MiB"]);
+    assert_rejected(
+        "resume:\n  grace: 0s\n",
+        &["resume.grace", "greater than zero"],
+    );
+    assert_rejected(
+        "resume:\n  max_bytes: 1.5MiB\n",
+        &["resume.max_bytes", "1.5MiB"],
+    );
     assert_rejected("resume:\n  store: redis://x\n", &["resume.store", "memory"]);
-    assert_rejected("resume:\n  cookies: [\"a=b\"]\n", &["resume.cookies", "a=b"]);
+    assert_rejected(
+        "resume:\n  cookies: [\"a=b\"]\n",
+        &["resume.cookies", "a=b"],
+    );
     assert_rejected(
         "resume:\n  max_bytes: 2GiB\n",
         &["resume.max_bytes (2GiB) is larger than resume.max_total_bytes (256MiB)"],

@@ -67,7 +67,7 @@ impl ProxyHttp for SidecarProxy {
         if upstream_request::answers_itself(session.req_header()) {
             let answer = Answer::final_recipient(session.req_header());
             ctx.status = answer.head.status.as_u16();
-            let mut client = PingoraClient(&mut session.downstream_session);
+            let mut client = PingoraClient::new(&mut session.downstream_session);
             let _ = respond::answer(&mut client, answer).await;
             return Ok(true);
         }
@@ -144,7 +144,7 @@ impl ProxyHttp for SidecarProxy {
             _ => 400,
         };
         if code > 0 && session.response_written().is_none() {
-            let mut client = PingoraClient(&mut session.downstream_session);
+            let mut client = PingoraClient::new(&mut session.downstream_session);
             let _ = respond::answer(&mut client, Answer::plain(code, why.as_deref())).await;
         }
         ctx.status = code;

@@ -48,7 +48,7 @@ pub(crate) struct Answered {
 /// Relays one SSE candidate. Everything, failures included, is answered here.
 pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: Instant) -> Answered {
     let Some(_slot) = StreamSlot::take(shared) else {
-        let mut client = PingoraClient(&mut session.downstream_session);
+        let mut client = PingoraClient::new(&mut session.downstream_session);
         let _ = respond::answer(&mut client, Answer::over_limit(shared)).await;
         let why = format!(
             "limits.max_streams ({}) reached",
@@ -63,7 +63,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
     let req = match app_request(shared, session) {
         Ok(req) => req,
         Err(e) => {
-            let mut client = PingoraClient(&mut session.downstream_session);
+            let mut client = PingoraClient::new(&mut session.downstream_session);
             let _ = respond::answer(&mut client, Answer::plain(400, Some(&e.to_string()))).await;
             return Answered {
                 status: 400,
@@ -101,7 +101,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
         } else {
             Body::Unknown
         };
-        let mut client = PingoraClient(&mut session.downstream_session);
+        let mut client = PingoraClient::new(&mut session.downstream_session);
         let result =
             respond::passthrough(shared, &mut client, &mut PingoraApp(&mut app), head, body).await;
         if result.is_ok() {
@@ -121,7 +121,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
     let opened = resume_relay::open(shared, session.req_header(), &head);
     let ds = &mut session.downstream_session;
     ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
-    let mut client = PingoraClient(ds);
+    let mut client = PingoraClient::new(ds);
     // A resumable stream: a producer reads the app into the stream's log, and this
     // connection is its first consumer.
     if let Some((entry, first)) = opened {
@@ -209,7 +209,7 @@ async fn resumed(
     })
     .await;
     ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
-    let mut client = PingoraClient(ds);
+    let mut client = PingoraClient::new(ds);
     let written = match discarded {
         Ok(Ok(())) => respond::start_stream(shared, &mut client, entry.head.clone()).await,
         _ => Err(WriteError::Closed),
@@ -232,7 +232,7 @@ async fn resumed(
 
 /// The app failed before answering.
 async fn failed(shared: &Shared, session: &mut Session, e: UpstreamError) -> Answered {
-    let mut client = PingoraClient(&mut session.downstream_session);
+    let mut client = PingoraClient::new(&mut session.downstream_session);
     let (status, kind, stream) = respond::upstream_failed(shared, &mut client, &e).await;
     Answered {
         status,
@@ -363,7 +363,20 @@ async fn send(
 }
 
 /// A pingora downstream session (HTTP/1.1, h2, TLS) as the client side.
-pub(crate) struct PingoraClient<'a>(pub &'a mut ClientSession);
+pub(crate) struct PingoraClient<'a> {
+    session: &'a mut ClientSession,
+    /// The client reset its h2 stream on a live connection.
+    cancelled: bool,
+}
+
+impl<'a> PingoraClient<'a> {
+    pub(crate) fn new(session: &'a mut ClientSession) -> PingoraClient<'a> {
+        PingoraClient {
+            session,
+            cancelled: false,
+        }
+    }
+}
 
 #[allow(clippy::boxed_local)]
 fn write_error(e: Box<Error>) -> WriteError {
@@ -376,7 +389,7 @@ fn write_error(e: Box<Error>) -> WriteError {
 
 impl Client for PingoraClient<'_> {
     fn chunked(&self) -> bool {
-        self.0.req_header().version == http::Version::HTTP_11
+        self.session.req_header().version == http::Version::HTTP_11
     }
 
     async fn write_head(
@@ -392,9 +405,9 @@ impl Client for PingoraClient<'_> {
         }
         if close || (body == Body::Stream && !chunked) {
             // HTTP/1.0 ends a stream with the connection.
-            self.0.set_keepalive(None);
+            self.session.set_keepalive(None);
         }
-        self.0
+        self.session
             .write_response_header(Box::new(head))
             .await
             .map_err(write_error)?;
@@ -405,7 +418,7 @@ impl Client for PingoraClient<'_> {
     }
 
     async fn send(&mut self, data: Bytes) -> Result<(), WriteError> {
-        self.0
+        self.session
             .write_response_body(data, false)
             .await
             .map_err(write_error)
@@ -417,19 +430,29 @@ impl Client for PingoraClient<'_> {
     }
 
     async fn finish(&mut self, last: Option<Bytes>) -> Result<(), WriteError> {
-        self.0
+        self.session
             .write_response_body(last.unwrap_or_default(), true)
             .await
             .map_err(write_error)
     }
 
     async fn gone(&mut self) {
+        // h2: RST_STREAM on a live connection (`Ok`: the page closed its EventSource) or the
+        // connection's end (`Err`).
+        if let Some(closed) = self.session.watch_h2_stream_close() {
+            self.cancelled = closed.await.is_ok();
+            return;
+        }
         // Returns only on a close, a reset or unexpected bytes (all: the client is done).
-        let _ = self.0.read_body_or_idle(true).await;
+        let _ = self.session.read_body_or_idle(true).await;
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled
     }
 
     async fn abort(&mut self) {
-        self.0.shutdown().await;
+        self.session.shutdown().await;
     }
 }
 

@@ -3,8 +3,8 @@
 //! and stream-limit state.
 
 use super::drain::Drain;
-use super::resume::store::Store;
 use super::learned_routes::LearnedRoutes;
+use super::resume::store::Store;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use bytes::Bytes;

@@ -116,12 +116,16 @@ async fn produce<A: AppBody + Send>(
     let mut given_up = loop {
         let mut changed = pin!(entry.changed.notified());
         changed.as_mut().enable();
-        let (lagging, expires, evicted) = {
+        let (lagging, expires, evicted, cancelled) = {
             let st = entry.lock();
             let behind = (st.log.end - st.consumer_at) as usize;
             let lagging = st.attached.is_some() && behind >= max_bytes;
-            (lagging, st.parked_since.map(|t| t + grace), st.evicted)
+            let expires = st.parked_since.map(|t| t + grace);
+            (lagging, expires, st.evicted, st.cancelled)
         };
+        if cancelled {
+            break false;
+        }
         if evicted || expires.is_some_and(|t| Instant::now() >= t) {
             break true;
         }
@@ -158,7 +162,7 @@ async fn produce<A: AppBody + Send>(
         changed.as_mut().enable();
         let expires = {
             let st = entry.lock();
-            if st.end_delivered {
+            if st.end_delivered || st.cancelled {
                 break;
             }
             if st.evicted {
@@ -242,6 +246,11 @@ pub(crate) async fn consume<C: Client + Send>(
     };
     let p = Progress::new(shared, request_started, prefix);
     let ended = stream::run(shared, &mut watched, &mut reader, p).await;
+    if watched.cancelled() {
+        // Closed on purpose: no resume will come; the app's connection closes now.
+        entry.cancel(attached.generation);
+        return ended;
+    }
     // The app's end reached the client: clean, or the app's failure (a resume would only
     // meet the same failure again).
     let delivered = matches!(
@@ -338,6 +347,10 @@ impl<C: Client + Send> Client for Watched<'_, C> {
 
     async fn abort(&mut self) {
         self.inner.abort().await
+    }
+
+    fn cancelled(&self) -> bool {
+        self.inner.cancelled()
     }
 }
 

@@ -56,6 +56,8 @@ pub(super) struct State {
     pub end_delivered: bool,
     /// Given up for the total budget.
     pub evicted: bool,
+    /// Its client closed it on purpose: over, with nothing to resume.
+    pub cancelled: bool,
 }
 
 /// How the app's stream ended.
@@ -237,6 +239,7 @@ impl Store {
                 end: None,
                 end_delivered: false,
                 evicted: false,
+                cancelled: false,
             }),
             changed: Notify::new(),
             space: Notify::new(),
@@ -333,7 +336,7 @@ impl Entry {
     pub(crate) fn attach(&self, seq: u64, metrics: &Metrics) -> Option<Attached> {
         let attached = {
             let mut st = self.lock();
-            if st.end_delivered || st.evicted {
+            if st.end_delivered || st.evicted || st.cancelled {
                 return None;
             }
             let from = st.log.after(seq)?;
@@ -370,6 +373,19 @@ impl Entry {
                 st.parked_since = Some(Instant::now());
                 metrics.streams_parked_add(1);
             }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// The consumer of `generation` closed the stream on purpose: no resume will come.
+    pub(crate) fn cancel(&self, generation: u64) {
+        {
+            let mut st = self.lock();
+            if st.attached != Some(generation) {
+                return;
+            }
+            st.attached = None;
+            st.cancelled = true;
         }
         self.changed.notify_waiters();
     }

@@ -65,6 +65,11 @@ pub(crate) trait Client {
     fn gone(&mut self) -> impl Future<Output = ()> + Send;
     /// Cuts the response without a clean end, so the client knows it is incomplete.
     fn abort(&mut self) -> impl Future<Output = ()> + Send;
+    /// After [`Client::gone`]: the client ended this stream on purpose (an h2 RST_STREAM on a
+    /// live connection: the page closed its EventSource), rather than losing its connection.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// The app's response body.
