@@ -327,3 +327,42 @@ async fn websocket_upgrade_passes_through() {
         );
     }
 }
+
+/// On pingora's normal path too, the app's hop-by-hop fields (`Keep-Alive`, and what its
+/// `Connection` names) do not reach the client, while a chunked body stays chunked and the
+/// connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_answer_fields_stop_at_the_sidecar() {
+    let app = RawOrigin::start(|mut s, target| async move {
+        let resp: &[u8] = if target == "/chunked" {
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-End: 2\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-End: 2\r\n\r\n{}"
+        };
+        let _ = s.write_all(resp).await;
+        let mut sink = [0u8; 1024];
+        let _ = tokio::time::timeout(Duration::from_millis(200), s.read(&mut sink)).await;
+    })
+    .await;
+    let sc = Sidecar::start(&app.url()).await;
+    let mut conn = Conn::connect(sc.addr).await;
+    for target in ["/chunked", "/length"] {
+        let r = on_conn(conn, "GET", target, &[]).await;
+        let raw = String::from_utf8_lossy(&r.head.raw).into_owned();
+        assert_eq!(r.body, b"{}", "{target}:\n{raw}");
+        assert!(
+            !r.head.has("keep-alive"),
+            "{target}: Keep-Alive leaked:\n{raw}"
+        );
+        assert!(
+            !r.head.has("x-hop"),
+            "{target}: a nominated field leaked:\n{raw}"
+        );
+        assert_eq!(
+            r.head.header("x-end"),
+            Some("2"),
+            "{target}: end-to-end field lost"
+        );
+        conn = r.into_conn();
+    }
+}

@@ -46,11 +46,28 @@ pub(crate) fn strip_request_hop_by_hop(req: &mut RequestHeader) {
 
 /// Removes hop-by-hop fields from a response header.
 pub(crate) fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+    strip_hop_by_hop_but(resp, None);
+}
+
+/// For pingora's normal path, which frames the client's body by the app's
+/// `Transfer-Encoding`: every hop-by-hop field but that one. A `101 Switching Protocols`
+/// keeps them all (`Upgrade` and `Connection` are the handshake).
+pub(crate) fn strip_response_hop_by_hop_keeping_framing(resp: &mut ResponseHeader) {
+    if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+        strip_hop_by_hop_but(resp, Some(header::TRANSFER_ENCODING));
+    }
+}
+
+fn strip_hop_by_hop_but(resp: &mut ResponseHeader, keep: Option<HeaderName>) {
     for name in nominated(&resp.headers) {
-        resp.remove_header(&name);
+        if Some(&name) != keep.as_ref() {
+            resp.remove_header(&name);
+        }
     }
     for name in HOP_BY_HOP {
-        resp.remove_header(*name);
+        if keep.as_ref().is_none_or(|k| k != *name) {
+            resp.remove_header(*name);
+        }
     }
 }
 

@@ -115,11 +115,11 @@ impl ProxyHttp for SidecarProxy {
     ) -> Result<()> {
         ctx.status = resp.status.as_u16();
         let req = session.req_header();
+        // Hop-by-hop fields describe the app's connection, not the client's (`Keep-Alive:
+        // timeout=5` from Node); pingora writes its own `Connection` for the client's hop.
+        headers::strip_response_hop_by_hop_keeping_framing(resp);
         if headers::is_stream_response(&req.method, resp) {
             ctx.kind = Kind::SseUnlearned;
-            // They describe the app's connection, not the client's (`Keep-Alive: timeout=5`
-            // from Node). pingora then writes its own `Connection` for the client's hop.
-            headers::strip_response_hop_by_hop(resp);
             headers::apply_sse_policy(resp, req.version == http::Version::HTTP_11);
             candidate::unprepared_stream(&self.shared, req);
         }
