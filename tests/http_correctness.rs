@@ -71,6 +71,16 @@ async fn http1_cookie_lines_reach_the_app_joined() {
     assert_eq!(one(&origin, "/json").header_all("cookie"), vec!["a=1; b=2"]);
 }
 
+/// The requests of the bodiless cases: method, target, the app's status and body.
+const BODILESS: [(&str, &str, u16, &[u8]); 6] = [
+    ("HEAD", "/head", 200, b""),
+    ("GET", "/204", 204, b""),
+    ("GET", "/205", 205, b""),
+    ("GET", "/304", 304, b""),
+    ("GET", "/404", 404, b"not found\n"),
+    ("GET", "/503", 503, b"later\n"),
+];
+
 /// The app's answers for the bodiless cases, by request target.
 async fn bodiless_app() -> RawOrigin {
     RawOrigin::start(|mut s, target| async move {
@@ -116,14 +126,7 @@ async fn bodiless_and_error_answers_are_not_streams_over_http1() {
     let sc = Sidecar::start(&app.url()).await;
     // With and without the SSE hint: the lean relay and pingora's normal path.
     for hint in [&[ES][..], &[][..]] {
-        for (method, target, status, body) in [
-            ("HEAD", "/head", 200, &b""[..]),
-            ("GET", "/204", 204, b""),
-            ("GET", "/205", 205, b""),
-            ("GET", "/304", 304, b""),
-            ("GET", "/404", 404, b"not found\n"),
-            ("GET", "/503", 503, b"later\n"),
-        ] {
+        for (method, target, status, body) in BODILESS {
             let what = format!("{method} {target} hint={}", !hint.is_empty());
             let conn = Conn::connect(sc.addr).await;
             let r = on_conn(conn, method, target, hint).await;
@@ -163,14 +166,7 @@ async fn bodiless_and_error_answers_are_not_streams_over_h2() {
     let sc = Sidecar::start(&app.url()).await;
     let mut h2 = H2Conn::connect(sc.addr).await;
     for hint in [&[ES][..], &[][..]] {
-        for (method, target, status, body) in [
-            ("HEAD", "/head", 200, &b""[..]),
-            ("GET", "/204", 204, b""),
-            ("GET", "/205", 205, b""),
-            ("GET", "/304", 304, b""),
-            ("GET", "/404", 404, b"not found\n"),
-            ("GET", "/503", 503, b"later\n"),
-        ] {
+        for (method, target, status, body) in BODILESS {
             let what = format!("h2 {method} {target} hint={}", !hint.is_empty());
             let mut r = h2.request(method, target, hint, None).await;
             assert_eq!(r.status(), status, "{what}");

@@ -195,16 +195,7 @@ fn assert_rest(
 /// One series from `/metrics`, or 0 when it is not shown (a labelled series appears on first
 /// use).
 async fn metric0(sc: &Sidecar, series: &str) -> f64 {
-    let text = sc.metrics().await;
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+    common::sidecar::series_value(&sc.metrics().await, series).unwrap_or(0.0)
 }
 
 /// Polls `series` every 20 ms until `ok` holds of it (returns true) or `deadline` passes.

@@ -188,6 +188,36 @@ fn relay_with(app: &[u8], plan: &Plan, token: Option<&str>) -> Relayed {
     r
 }
 
+/// Every block the sidecar injected is a block of its own in the output.
+fn blocks_stand_alone(r: &Relayed, got: &spec::Parsed) -> Result<(), TestCaseError> {
+    for block in &got.blocks {
+        for inj in &r.injected {
+            let disjoint = block.end <= inj.start || inj.end <= block.start;
+            let inside = inj.start <= block.start && block.end <= inj.end;
+            prop_assert!(
+                disjoint || inside,
+                "injected block {:?} merged with block {:?} in {:?}",
+                inj,
+                block,
+                String::from_utf8_lossy(&r.output)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The output less the blocks the sidecar injected.
+fn without_injected(r: &Relayed) -> Vec<u8> {
+    let mut app_out = Vec::with_capacity(r.output.len());
+    let mut last = 0;
+    for inj in &r.injected {
+        app_out.extend_from_slice(&r.output[last..inj.start]);
+        last = inj.end;
+    }
+    app_out.extend_from_slice(&r.output[last..]);
+    app_out
+}
+
 /// The invariant: same events and app retries, events counted, injected
 /// blocks are blocks of their own, app bytes untouched (BOM case aside).
 fn check(app: &[u8], plan: &Plan) -> Result<(), TestCaseError> {
@@ -225,27 +255,8 @@ fn check(app: &[u8], plan: &Plan) -> Result<(), TestCaseError> {
         "Forwarded::events miscounted"
     );
 
-    for block in &got.blocks {
-        for inj in &r.injected {
-            let disjoint = block.end <= inj.start || inj.end <= block.start;
-            let inside = inj.start <= block.start && block.end <= inj.end;
-            prop_assert!(
-                disjoint || inside,
-                "injected block {:?} merged with block {:?} in {:?}",
-                inj,
-                block,
-                String::from_utf8_lossy(&r.output)
-            );
-        }
-    }
-
-    let mut app_out = Vec::with_capacity(r.output.len());
-    let mut last = 0;
-    for inj in &r.injected {
-        app_out.extend_from_slice(&r.output[last..inj.start]);
-        last = inj.end;
-    }
-    app_out.extend_from_slice(&r.output[last..]);
+    blocks_stand_alone(&r, &got)?;
+    let app_out = without_injected(&r);
     let want_app = if r.wrote_before_app && app.starts_with(BOM) {
         &app[3..]
     } else {
@@ -323,26 +334,9 @@ fn check_stamped(app: &[u8], plan: &Plan) -> Result<(), TestCaseError> {
             end
         );
     }
-    for block in &got.blocks {
-        for inj in &r.injected {
-            let disjoint = block.end <= inj.start || inj.end <= block.start;
-            let inside = inj.start <= block.start && block.end <= inj.end;
-            prop_assert!(
-                disjoint || inside,
-                "injected block {:?} merged with {:?}",
-                inj,
-                block
-            );
-        }
-    }
+    blocks_stand_alone(&r, &got)?;
     // The app's bytes: the output less injected blocks and our id lines.
-    let mut app_out = Vec::with_capacity(r.output.len());
-    let mut last = 0;
-    for inj in &r.injected {
-        app_out.extend_from_slice(&r.output[last..inj.start]);
-        last = inj.end;
-    }
-    app_out.extend_from_slice(&r.output[last..]);
+    let app_out = without_injected(&r);
     let marker = format!("id: {TOKEN}.");
     let mut rest = &app_out[..];
     let mut unstamped = Vec::with_capacity(app_out.len());

@@ -207,56 +207,63 @@ impl Validator<'_> {
         }
     }
 
-    /// A list of path prefixes starting with `/`.
-    fn paths(&mut self, key: &str) -> Vec<String> {
-        match self.raw.get(key).cloned() {
-            None | Some((Value::Null, _)) => Vec::new(),
-            Some((Value::Sequence(items), source)) => items
-                .iter()
-                .filter_map(|item| match item {
-                    Value::String(p) if p.starts_with('/') => Some(p.clone()),
-                    other => {
-                        self.bad(key, other, source, "path prefixes starting with /");
-                        None
-                    }
-                })
-                .collect(),
-            Some((other, source)) => {
-                self.bad(
-                    key,
-                    &other,
-                    source,
-                    "a list of path prefixes such as [\"/v1/chat\"]",
-                );
-                Vec::new()
+    /// One of `options` (the first is the default when the key is not set).
+    fn choice<T: Copy>(&mut self, key: &str, options: &[(&str, T)], expected: &str) -> T {
+        let default = options[0].1;
+        let Some((s, v, source)) = self.text(key) else {
+            return default;
+        };
+        match options.iter().find(|(name, _)| *name == s) {
+            Some((_, value)) => *value,
+            None => {
+                self.bad(key, &v, source, expected);
+                default
             }
         }
     }
 
+    /// A list of path prefixes starting with `/`.
+    fn paths(&mut self, key: &str) -> Vec<String> {
+        self.list(
+            key,
+            |p| p.starts_with('/'),
+            "path prefixes starting with /",
+            "a list of path prefixes such as [\"/v1/chat\"]",
+        )
+    }
+
     /// A list of names (cookie names): non-empty tokens without `=`, `;` or spaces.
     fn names(&mut self, key: &str) -> Vec<String> {
-        let valid = |s: &str| {
-            !s.is_empty() && !s.contains(|c: char| c == '=' || c == ';' || c.is_whitespace())
-        };
+        self.list(
+            key,
+            |n| !n.is_empty() && !n.contains(|c: char| c == '=' || c == ';' || c.is_whitespace()),
+            "cookie names such as session",
+            "a list of cookie names such as [session]",
+        )
+    }
+
+    /// A list of strings, each `valid`; every bad item is reported.
+    fn list(
+        &mut self,
+        key: &str,
+        valid: impl Fn(&str) -> bool,
+        item: &str,
+        whole: &str,
+    ) -> Vec<String> {
         match self.raw.get(key).cloned() {
             None | Some((Value::Null, _)) => Vec::new(),
             Some((Value::Sequence(items), source)) => items
                 .iter()
-                .filter_map(|item| match item {
-                    Value::String(n) if valid(n) => Some(n.clone()),
+                .filter_map(|v| match v {
+                    Value::String(s) if valid(s) => Some(s.clone()),
                     other => {
-                        self.bad(key, other, source, "cookie names such as session");
+                        self.bad(key, other, source, item);
                         None
                     }
                 })
                 .collect(),
             Some((other, source)) => {
-                self.bad(
-                    key,
-                    &other,
-                    source,
-                    "a list of cookie names such as [session]",
-                );
+                self.bad(key, &other, source, whole);
                 Vec::new()
             }
         }
@@ -473,17 +480,11 @@ impl Validator<'_> {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let log_format = match self.text("log_format") {
-            None => LogFormat::Text,
-            Some((s, v, source)) => match s.as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => {
-                    self.bad("log_format", &v, source, "one of: text, json");
-                    LogFormat::Text
-                }
-            },
-        };
+        let log_format = self.choice(
+            "log_format",
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            "one of: text, json",
+        );
         let timeouts = Timeouts {
             connect: self.positive_duration("connect_timeout", Duration::from_secs(5)),
             read: self.positive_duration("read_timeout", Duration::from_secs(60)),
@@ -498,17 +499,16 @@ impl Validator<'_> {
             Some(_) => Some(self.comment("sse.open_comment", "ok")),
             None => Some("ok".to_string()),
         };
-        let learn = match self.text("sse.learn") {
-            None => true,
-            Some((s, v, source)) => match s.as_str() {
-                "on" | "true" => true,
-                "off" | "false" => false,
-                _ => {
-                    self.bad("sse.learn", &v, source, "one of: on, off");
-                    true
-                }
-            },
-        };
+        let learn = self.choice(
+            "sse.learn",
+            &[
+                ("on", true),
+                ("true", true),
+                ("off", false),
+                ("false", false),
+            ],
+            "one of: on, off",
+        );
         let sse = Sse {
             paths,
             learn,
@@ -518,17 +518,14 @@ impl Validator<'_> {
             heartbeat_comment: self.comment("sse.heartbeat_comment", ""),
             initial_padding: self.number("sse.initial_padding", 0, MAX_PADDING),
             retry: self.optional_duration("sse.retry", None),
-            on_upstream_error: match self.text("sse.on_upstream_error") {
-                None => OnUpstreamError::Retry,
-                Some((s, v, source)) => match s.as_str() {
-                    "retry" => OnUpstreamError::Retry,
-                    "status" => OnUpstreamError::Status,
-                    _ => {
-                        self.bad("sse.on_upstream_error", &v, source, "one of: retry, status");
-                        OnUpstreamError::Retry
-                    }
-                },
-            },
+            on_upstream_error: self.choice(
+                "sse.on_upstream_error",
+                &[
+                    ("retry", OnUpstreamError::Retry),
+                    ("status", OnUpstreamError::Status),
+                ],
+                "one of: retry, status",
+            ),
         };
         let shutdown = Shutdown {
             drain_window: self.duration("shutdown.drain_window", Duration::from_secs(10)),

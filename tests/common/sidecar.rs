@@ -249,13 +249,16 @@ impl Sidecar {
 pub async fn metric_at(admin: std::net::SocketAddr, series: &str) -> f64 {
     let r = super::client::get(admin, "/metrics", &[]).await;
     let text = String::from_utf8_lossy(&r.body).into_owned();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+    series_value(&text, series).unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+}
+
+/// The value of one series in a `/metrics` text, if it is shown.
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

@@ -27,6 +27,7 @@ use crate::proxy::http1::body::Decode;
 use crate::proxy::http1::chunked::{advance, body_parts, ChunkHead};
 use crate::proxy::http1::socket::{recv_copy, sendmsg};
 use crate::proxy::shared::Shared;
+use crate::proxy::stream::progress::Sent;
 use crate::proxy::stream::{Due, Progress, Unsent};
 use crate::proxy::upstream_error::{Phase, UpstreamError};
 use crate::sys::{Epoll, EventFd, HANGUP, NO_EVENT};
@@ -343,18 +344,12 @@ impl Loop {
                 return;
             }
         };
-        let p = &mut stream.progress;
-        let out = p.chunk(shared, data);
-        if !out.bytes.is_empty() {
-            if let Err(wire) = write_framed(&stream.client, stream.chunked, &out.bytes) {
-                p.unsent = Some(Unsent {
-                    wire,
-                    sent: out.sent,
-                });
-                self.s.hand_back(slot);
-                return;
-            }
+        let out = stream.progress.chunk(shared, data);
+        if !out.bytes.is_empty() && !stream.write(out.bytes, out.sent) {
+            self.s.hand_back(slot);
+            return;
         }
+        let p = &mut stream.progress;
         if p.sent(shared, out.sent).is_some() || stream.dec.finished() {
             self.s.hand_back(slot);
             return;
@@ -395,15 +390,11 @@ impl Loop {
             Due::Nothing => {}
             Due::Heartbeat(now) => {
                 let out = p.heartbeat(shared, now);
-                if let Err(wire) = write_framed(&stream.client, stream.chunked, &out.bytes) {
-                    p.unsent = Some(Unsent {
-                        wire,
-                        sent: out.sent,
-                    });
+                if !stream.write(out.bytes, out.sent) {
                     self.s.hand_back(slot);
                     return;
                 }
-                p.sent(shared, out.sent);
+                stream.progress.sent(shared, out.sent);
             }
             // An idle timeout or a scheduled close: the task's stream loop acts on it.
             Due::Idle | Due::Close(_) | Due::Cut(_) => {
@@ -439,6 +430,21 @@ impl Streams {
             let _ = self.ep.delete(fd);
         }
         send_back(stream);
+    }
+}
+
+impl ParkedStream {
+    /// Writes `bytes` framed for the client with one `sendmsg`; `false` when the socket did
+    /// not take them all: the rest waits in `progress.unsent` for the task, which finishes the
+    /// write (waiting for the socket) or finds the client gone.
+    fn write(&mut self, bytes: Bytes, sent: Sent) -> bool {
+        match write_framed(&self.client, self.chunked, &bytes) {
+            Ok(()) => true,
+            Err(wire) => {
+                self.progress.unsent = Some(Unsent { wire, sent });
+                false
+            }
+        }
     }
 }
 
