@@ -192,6 +192,23 @@ fn assert_rest(
     );
 }
 
+/// A sidecar in front of `origin` with `yaml` as its config file.
+async fn with_config(origin: &Origin, yaml: &str) -> Sidecar {
+    Sidecar::builder(&origin.url()).config(yaml).start().await
+}
+
+/// The app saw exactly one more request after the first, carrying its own `Last-Event-ID`
+/// (`None`: none).
+fn asked_again(origin: &Origin, last_event_id: Option<&str>) {
+    let reqs = origin.requests();
+    assert_eq!(reqs.len(), 2, "the app is asked again: {reqs:#?}");
+    assert_eq!(
+        reqs[1].header("last-event-id"),
+        last_event_id,
+        "the app's own id"
+    );
+}
+
 /// One series from `/metrics`, or 0 when it is not shown (a labelled series appears on first
 /// use).
 async fn metric0(sc: &Sidecar, series: &str) -> f64 {
@@ -584,17 +601,7 @@ async fn app_ending_during_grace_is_kept_for_the_resume() {
     let mut after = reconnect(sc.addr, target, &last, &[]).await;
     let fresh = take(&mut after, 1, "reconnect after the end").await;
     assert_eq!(fresh[0].seq(), Some(1), "a fresh stream from the app");
-    let reqs = origin.requests();
-    assert_eq!(
-        reqs.len(),
-        2,
-        "after a delivered end the app is asked again: {reqs:#?}"
-    );
-    assert_eq!(
-        reqs[1].header("last-event-id"),
-        Some("10"),
-        "the app's own id"
-    );
+    asked_again(&origin, Some("10"));
 }
 
 /// `grace: 2s` runs out: the app's connection is closed between 1.5 s and 3 s (grace + 1 s)
@@ -604,10 +611,7 @@ async fn app_ending_during_grace_is_kept_for_the_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grace_expiry_closes_the_app_and_a_late_resume_reaches_the_app() {
     let origin = Origin::start().await;
-    let sc = Sidecar::builder(&origin.url())
-        .config("resume:\n  paths: [\"/\"]\n  grace: 2s\n")
-        .start()
-        .await;
+    let sc = with_config(&origin, "resume:\n  paths: [\"/\"]\n  grace: 2s\n").await;
     let with_ids = "/sse?events=5&interval_ms=20&end=hold&id=1";
     let no_ids = "/sse?events=5&interval_ms=20&end=hold&n=1";
     let mut a = open(sc.addr, "GET", with_ids, &[], None).await;
@@ -754,10 +758,7 @@ async fn other_credentials_or_path_get_a_fresh_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_cookies_identify_the_client() {
     let origin = Origin::start().await;
-    let sc = Sidecar::builder(&origin.url())
-        .config("resume:\n  paths: [\"/\"]\n  cookies: [session]\n")
-        .start()
-        .await;
+    let sc = with_config(&origin, "resume:\n  paths: [\"/\"]\n  cookies: [session]\n").await;
     let mut first = open(
         sc.addr,
         "GET",
@@ -815,10 +816,7 @@ async fn named_cookies_identify_the_client() {
 async fn buffer_overflow_while_parked_stays_bounded_and_goes_to_the_app() {
     const PAD: u64 = 16 * KIB;
     let origin = Origin::start().await;
-    let sc = Sidecar::builder(&origin.url())
-        .config("resume:\n  paths: [\"/\"]\n  max_bytes: 64KiB\n")
-        .start()
-        .await;
+    let sc = with_config(&origin, "resume:\n  paths: [\"/\"]\n  max_bytes: 64KiB\n").await;
     // Warm up: one whole resumable stream, so the baseline has the threads and buffers a
     // stream needs.
     let mut warm = open(
@@ -972,13 +970,7 @@ async fn h2_stream_reset_on_a_live_connection_is_not_parked() {
         .await;
     let (e, _) = again.next_event(T).await.expect("h2: an event");
     assert_eq!(e.seq(), Some(1), "a fresh stream from the app");
-    let reqs = origin.requests();
-    assert_eq!(reqs.len(), 2, "{reqs:#?}");
-    assert_eq!(
-        reqs[1].header("last-event-id"),
-        Some("3"),
-        "the app's own id"
-    );
+    asked_again(&origin, Some("3"));
 }
 
 /// A path outside `resume.paths` is relayed as before: the app's own ids pass unchanged and a
@@ -986,10 +978,7 @@ async fn h2_stream_reset_on_a_live_connection_is_not_parked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_outside_resume_paths_are_relayed_as_before() {
     let origin = Origin::start().await;
-    let sc = Sidecar::builder(&origin.url())
-        .config("resume:\n  paths: [\"/v1/chat\"]\n")
-        .start()
-        .await;
+    let sc = with_config(&origin, "resume:\n  paths: [\"/v1/chat\"]\n").await;
     let mut s = open(sc.addr, "GET", FIFTY_IDS, &[], None).await;
     let seen = take(&mut s, 3, "outside resume.paths").await;
     assert_eq!(
