@@ -1040,3 +1040,45 @@ async fn control_without_resume_paths_loses_the_events() {
     assert_eq!(reqs[1].header("last-event-id"), Some("5"));
     assert_eq!(metric0(&sc, RESUMED).await, 0.0, "{RESUMED}");
 }
+
+/// A client attached to a resumable stream that stops reading holds the app back, as on any
+/// stream (the log never runs a whole buffer ahead of it); once `sse.write_timeout` drops the
+/// client, the stream parks and the app is read again, into the bounded buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_holds_the_app_back_until_it_is_dropped() {
+    let origin = Origin::start().await;
+    let yaml = "resume:\n  paths: [\"/\"]\n  max_bytes: 64KiB\nsse:\n  write_timeout: 2s\n";
+    let sc = with_config(&origin, yaml).await;
+    let target = "/sse?events=3000&interval_ms=0&pad=16384&id=1";
+    let mut reader = open(sc.addr, "GET", target, &[], None).await;
+    take(&mut reader, 1, "the first event").await;
+    // The client reads no more: the app may only run socket buffers and one log ahead.
+    let sent = || {
+        origin.inspect(|reqs| {
+            reqs.iter()
+                .find(|r| r.target == target)
+                .map_or(0, |r| r.body_sent.len() as u64)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let held = sent();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sent(), held, "the app kept writing past a stalled client");
+    assert!(
+        held < 16 * MIB,
+        "the app wrote {} MiB before being held back",
+        held / MIB
+    );
+    // After the write timeout the client is dropped, the stream parks, and the app finishes.
+    let end = Instant::now() + Duration::from_secs(30);
+    while sent() < 45 * MIB {
+        assert!(
+            Instant::now() < end,
+            "a parked stream must be read again: the app wrote {} MiB",
+            sent() / MIB
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metric0(&sc, "sse_sidecar_resume_buffer_bytes").await <= (64 * KIB + 20 * KIB) as f64);
+    drop(reader);
+}
