@@ -42,7 +42,7 @@ pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
     let outcome = 'relay: {
         if let Some(u) = p.unsent.take() {
             if let Err(e) = client.send_raw(u.wire).await {
-                break 'relay e.outcome();
+                break 'relay write_failed(client, e).await;
             }
             if let Some(outcome) = p.sent(shared, u.sent) {
                 break 'relay close(shared, client, &mut p, outcome).await;
@@ -97,7 +97,7 @@ pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
                     let out = p.chunk(shared, chunk);
                     if !out.bytes.is_empty() {
                         if let Err(e) = client.send(out.bytes).await {
-                            break 'relay e.outcome();
+                            break 'relay write_failed(client, e).await;
                         }
                     }
                     if let Some(outcome) = p.sent(shared, out.sent) {
@@ -108,7 +108,7 @@ pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
                     let rest = p.framer.finish();
                     let n = rest.len() as u64;
                     if let Err(e) = client.finish((!rest.is_empty()).then_some(rest)).await {
-                        break 'relay e.outcome();
+                        break 'relay write_failed(client, e).await;
                     }
                     p.wrote_own(shared, n);
                     app_done = true;
@@ -146,7 +146,7 @@ pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
                     Due::Heartbeat(now) => {
                         let out = p.heartbeat(shared, now);
                         if let Err(e) = client.send(out.bytes).await {
-                            break 'relay e.outcome();
+                            break 'relay write_failed(client, e).await;
                         }
                         p.sent(shared, out.sent);
                     }
@@ -158,6 +158,16 @@ pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
     let mut ended = p.end(shared, outcome, error);
     ended.app_done = app_done;
     ended
+}
+
+/// A write to the client failed. A client that stopped reading is cut off without a clean end
+/// (RST_STREAM on h2), so that it cannot mistake the stream for a finished one; a client that
+/// is gone needs nothing more.
+async fn write_failed<C: Client>(client: &mut C, e: WriteError) -> Outcome {
+    if e == WriteError::Timeout {
+        client.abort().await;
+    }
+    e.outcome()
 }
 
 /// Ends a stream cleanly at an event boundary with a jittered `retry:` hint.
@@ -178,7 +188,7 @@ async fn close<C: Client>(
     let block = crate::sse::retry_block(shared.drain.retry_ms(base));
     let n = block.len() as u64;
     if let Err(e) = client.finish(Some(block)).await {
-        return e.outcome();
+        return write_failed(client, e).await;
     }
     p.wrote_own(shared, n);
     outcome
