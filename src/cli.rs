@@ -33,7 +33,7 @@ pub enum Command {
 /// `sse-sidecar probe`: against the sidecar's probe stream (`probe.enabled`), or any SSE URL.
 #[derive(Args, Debug, Clone)]
 pub struct ProbeArgs {
-    /// The stream, e.g. https://example.com/_sse-sidecar/probe?token=… (http:// only so far).
+    /// The stream, e.g. https://example.com/_sse-sidecar/probe?token=…
     #[arg(value_name = "URL")]
     pub url: String,
     /// A request header, 'Name: value'; repeat for several.
@@ -48,6 +48,9 @@ pub struct ProbeArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Trust the certificates in this PEM file besides the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
 }
 
 impl From<ProbeArgs> for crate::probe::Request {
@@ -58,6 +61,7 @@ impl From<ProbeArgs> for crate::probe::Request {
             silences: a.silences,
             timeout: a.timeout,
             json: a.json,
+            ca_file: a.cacert,
         }
     }
 }

@@ -287,3 +287,57 @@ async fn connection_and_usage_errors_exit_2() {
     let bad = probe(format!("http://127.0.0.1:{port}/"), &["--silences", "soon"]).await;
     assert_eq!(bad.code, 2, "{bad}");
 }
+
+/// Over TLS the probe offers h2 as a browser does: against the sidecar's TLS listener it
+/// speaks HTTP/2 (ALPN), and the probe stream arrives one event at a time (`ok`).
+#[tokio::test]
+async fn over_tls_the_probe_speaks_http2() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("rcgen self-signed certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let yaml = format!(
+        "listen:\n  - addr: \"{addr}\"\n    tls:\n      cert: \"{}\"\n      key: \"{}\"\n{ENABLED}",
+        cert.display(),
+        key.display()
+    );
+    let conf = dir.path().join("sse-sidecar.yaml");
+    std::fs::write(&conf, &yaml).unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let child = common::sidecar::command()
+        .arg("--config")
+        .arg(&conf)
+        .args(["--upstream", &origin.url(), "--metrics-listen", "off"])
+        .env("SSE_SIDECAR_PID_FILE", dir.path().join("pid"))
+        .env("SSE_SIDECAR_UPGRADE_SOCK", dir.path().join("upgrade.sock"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("spawn sse-sidecar");
+    let mut sc = common::process::Process::new("sse-sidecar (TLS)", child, stderr_path);
+    sc.wait_listening(addr, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("https://127.0.0.1:{}{PROBE}", addr.port());
+    let cacert = cert.display().to_string();
+    let p = probe(url, &["--silences", "", "--cacert", &cacert]).await;
+    assert_eq!(p.json["http_version"], "HTTP/2", "{p}");
+    assert_eq!(p.kinds(), vec!["ok"], "{p}");
+    assert_eq!(p.json["events"], 11, "{p}");
+    assert_eq!(p.code, 0, "{p}");
+    // Without the certificate trusted, the handshake fails: a connection error.
+    let untrusted = probe(
+        format!("https://127.0.0.1:{}{PROBE}", addr.port()),
+        &["--silences", ""],
+    )
+    .await;
+    assert_eq!(untrusted.code, 2, "{untrusted}");
+    assert!(untrusted.stderr.contains("TLS"), "{untrusted}");
+}

@@ -6,19 +6,22 @@
 //! the stream is one of the things to find) and split into events; the analysis only sees
 //! [`Observation`].
 
+use super::body::{Decoder, EventSplitter, Framing};
 use super::schedule::{parse_stamp, Stamp};
-use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Why the probe could not run: the exit status is 2.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProbeError {
-    #[error("bad URL {0:?}: expected http://host[:port]/path")]
+    #[error("bad URL {0:?}: expected http[s]://host[:port]/path")]
     Url(String),
     #[error("cannot connect to {0}: {1}")]
     Connect(String, std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("HTTP/2: {0}")]
+    H2(String),
     #[error("connection failed before a response head: {0}")]
     Head(String),
     #[error("no response head within {0:?}")]
@@ -87,62 +90,176 @@ impl Observation {
     }
 }
 
-/// `http://host[:port]/path?query` → (`host:port`, `Host` value, target).
-fn split_url(url: &str) -> Result<(String, String, String), ProbeError> {
+/// Where to connect and what to ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) tls: bool,
+    /// Host name or IP, without brackets.
+    pub(crate) host: String,
+    /// `host:port` to connect to.
+    pub(crate) addr: String,
+    /// The `Host` header / `:authority`.
+    pub(crate) authority: String,
+    /// Path and query.
+    pub(crate) path: String,
+}
+
+/// `http[s]://host[:port]/path?query`.
+pub(crate) fn parse_url(url: &str) -> Result<Target, ProbeError> {
     let bad = || ProbeError::Url(url.to_string());
-    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
-    let (authority, target) = match rest.find('/') {
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(bad()),
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),
     };
     if authority.is_empty() || authority.contains('@') {
         return Err(bad());
     }
-    let has_port = authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| !p.contains(']') && p.parse::<u16>().is_ok());
-    let addr = if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, Some(p.parse::<u16>().map_err(|_| bad())?)),
+        _ => (authority, None),
     };
-    Ok((addr, authority.to_string(), target))
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = port.unwrap_or(if tls { 443 } else { 80 });
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok(Target {
+        tls,
+        host,
+        addr,
+        authority: authority.to_string(),
+        path,
+    })
 }
 
-/// Opens `url` with the browser's headers plus `extra`, and records the stream until it ends
-/// or `timeout` (from the request) runs out.
-pub(crate) async fn observe(
-    url: &str,
-    extra: &[(String, String)],
+/// The request headers a browser's EventSource sends, plus the user's.
+pub(crate) fn request_headers(extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = [
+        ("accept", "text/event-stream"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("cache-control", "no-cache"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    h.push((
+        "user-agent".into(),
+        format!("sse-sidecar-probe/{}", env!("CARGO_PKG_VERSION")),
+    ));
+    h.extend(extra.iter().cloned());
+    h
+}
+
+/// Collects what arrives into an [`Observation`], for either protocol.
+pub(crate) struct Recorder {
+    started: Instant,
+    obs: Observation,
+    decoder: Decoder,
+    events: EventSplitter,
+}
+
+impl Recorder {
+    pub(crate) fn new(started: Instant) -> Recorder {
+        Recorder {
+            started,
+            obs: Observation::default(),
+            decoder: Decoder::Identity,
+            events: EventSplitter::default(),
+        }
+    }
+
+    fn ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// The response head arrived.
+    pub(crate) fn head(&mut self, version: &str, status: u16, headers: Vec<(String, String)>) {
+        self.obs.http_version = version.to_string();
+        self.obs.status = status;
+        self.obs.headers = headers;
+        self.obs.headers_ms = self.ms();
+        self.decoder = Decoder::of(self.obs.header("content-encoding"));
+    }
+
+    pub(crate) fn observation(&self) -> &Observation {
+        &self.obs
+    }
+
+    /// `wire` bytes arrived, carrying `data` (the body without its transfer framing).
+    pub(crate) fn body(&mut self, wire: usize, data: &[u8]) {
+        let now = self.ms();
+        self.obs.first_byte_ms.get_or_insert(now);
+        self.obs.last_byte_ms = Some(now);
+        self.obs.body_bytes += wire;
+        let text = self.decoder.push(data);
+        let wall = wall_ms();
+        for (bytes, data, kind) in self.events.push(&text) {
+            self.obs.events.push(Arrival {
+                at_ms: now,
+                wall_ms: wall,
+                bytes,
+                stamp: parse_stamp(&data),
+                done: kind == "done",
+            });
+        }
+    }
+
+    pub(crate) fn end(mut self, end: End) -> Observation {
+        self.obs.end = Some(end);
+        self.obs.end_ms = self.ms();
+        self.obs.end_wall_ms = wall_ms();
+        self.obs
+    }
+}
+
+/// How a read error ended the stream.
+pub(crate) fn io_end(e: &std::io::Error) -> End {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset => End::Reset,
+        // rustls: the peer closed without close_notify, i.e. a bare FIN under TLS.
+        std::io::ErrorKind::UnexpectedEof => End::Fin,
+        _ => End::Error(e.to_string()),
+    }
+}
+
+/// HTTP/1.1 over `sock`.
+pub(crate) async fn h1<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
+    target: &Target,
+    headers: &[(String, String)],
+    deadline: tokio::time::Instant,
     timeout: Duration,
+    mut rec: Recorder,
 ) -> Result<Observation, ProbeError> {
-    let (addr, host, target) = split_url(url)?;
-    let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut sock = tokio::time::timeout_at(deadline, TcpStream::connect(&addr))
-        .await
-        .map_err(|_| ProbeError::Timeout(timeout))?
-        .map_err(|e| ProbeError::Connect(addr.clone(), e))?;
-    let _ = sock.set_nodelay(true);
     let mut req = format!(
-        "GET {target} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\
-         Accept-Encoding: gzip, deflate, br\r\nCache-Control: no-cache\r\n\
-         User-Agent: sse-sidecar-probe/{}\r\n",
-        env!("CARGO_PKG_VERSION")
+        "GET {} HTTP/1.1\r\nHost: {}\r\n",
+        target.path, target.authority
     );
-    for (k, v) in extra {
+    for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    sock.write_all(req.as_bytes())
+    let write = async {
+        sock.write_all(req.as_bytes()).await?;
+        sock.flush().await
+    };
+    write
         .await
-        .map_err(|e| ProbeError::Connect(addr.clone(), e))?;
-    let ms = |at: Instant| at.duration_since(started).as_secs_f64() * 1000.0;
+        .map_err(|e| ProbeError::Connect(target.addr.clone(), e))?;
 
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut obs = Observation::default();
-    // The head.
     let body_start = loop {
         let n = match tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await {
             Err(_) => return Err(ProbeError::Timeout(timeout)),
@@ -151,13 +268,11 @@ pub(crate) async fn observe(
             Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut resp = httparse::Response::new(&mut headers);
+        let mut parsed = [httparse::EMPTY_HEADER; 128];
+        let mut resp = httparse::Response::new(&mut parsed);
         match resp.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
-                obs.status = resp.code.unwrap_or(0);
-                obs.http_version = format!("HTTP/1.{}", resp.version.unwrap_or(1));
-                obs.headers = resp
+                let headers = resp
                     .headers
                     .iter()
                     .map(|h| {
@@ -165,72 +280,44 @@ pub(crate) async fn observe(
                         (h.name.to_ascii_lowercase(), v)
                     })
                     .collect();
-                obs.headers_ms = ms(Instant::now());
+                let version = format!("HTTP/1.{}", resp.version.unwrap_or(1));
+                rec.head(&version, resp.code.unwrap_or(0), headers);
                 break len;
             }
             Ok(httparse::Status::Partial) => continue,
             Err(e) => return Err(ProbeError::Head(format!("malformed response head: {e}"))),
         }
     };
-    let mut framing = Framing::of(&obs);
-    let mut decoder = Decoder::of(obs.header("content-encoding"));
-    let mut events = EventSplitter::default();
+    let obs = rec.observation();
+    let mut framing = Framing::of(
+        obs.status,
+        obs.header("transfer-encoding"),
+        obs.header("content-length"),
+    );
     let mut pending = buf.split_off(body_start);
-    let mut finished = false;
     loop {
         if !pending.is_empty() {
-            let now = Instant::now();
-            obs.first_byte_ms.get_or_insert(ms(now));
-            obs.last_byte_ms = Some(ms(now));
-            obs.body_bytes += pending.len();
+            let wire = pending.len();
             let (data, done) = framing.take(&mut pending);
-            let text = decoder.push(&data);
-            let wall = wall_ms();
-            for (bytes, data, kind) in events.push(&text) {
-                obs.events.push(Arrival {
-                    at_ms: ms(now),
-                    wall_ms: wall,
-                    bytes,
-                    stamp: parse_stamp(&data),
-                    done: kind == "done",
-                });
-            }
+            rec.body(wire, &data);
             if done {
-                finished = true;
+                return Ok(rec.end(End::Clean));
             }
+        } else if matches!(framing, Framing::Length(0)) {
+            return Ok(rec.end(End::Clean));
         }
-        if finished {
-            obs.end = Some(End::Clean);
-            break;
-        }
-        let read = tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await;
-        match read {
-            Err(_) => {
-                obs.end = Some(End::Timeout);
-                break;
+        let end = match tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await {
+            Err(_) => End::Timeout,
+            Ok(Ok(0)) if framing.ends_at_close() => End::Clean,
+            Ok(Ok(0)) => End::Fin,
+            Ok(Ok(n)) => {
+                pending.extend_from_slice(&chunk[..n]);
+                continue;
             }
-            Ok(Ok(0)) => {
-                obs.end = Some(if framing.ends_at_close() {
-                    End::Clean
-                } else {
-                    End::Fin
-                });
-                break;
-            }
-            Ok(Ok(n)) => pending.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                obs.end = Some(End::Reset);
-                break;
-            }
-            Ok(Err(e)) => {
-                obs.end = Some(End::Error(e.to_string()));
-                break;
-            }
-        }
+            Ok(Err(e)) => io_end(&e),
+        };
+        return Ok(rec.end(end));
     }
-    obs.end_ms = ms(Instant::now());
-    obs.end_wall_ms = wall_ms();
-    Ok(obs)
 }
 
 fn wall_ms() -> f64 {
@@ -239,229 +326,27 @@ fn wall_ms() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-/// How the body is delimited, and where the decoder is in it.
-enum Framing {
-    /// `Transfer-Encoding: chunked`: bytes left in the current chunk, or `None` when a size
-    /// line is due.
-    Chunked {
-        left: Option<usize>,
-    },
-    Length(usize),
-    Close,
-}
-
-impl Framing {
-    fn of(obs: &Observation) -> Framing {
-        let no_body = obs.status == 204 || obs.status == 304 || (100..200).contains(&obs.status);
-        if no_body {
-            return Framing::Length(0);
-        }
-        let chunked = obs
-            .header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        if chunked {
-            return Framing::Chunked { left: None };
-        }
-        match obs
-            .header("content-length")
-            .and_then(|v| v.trim().parse().ok())
-        {
-            Some(n) => Framing::Length(n),
-            None => Framing::Close,
-        }
-    }
-
-    fn ends_at_close(&self) -> bool {
-        matches!(self, Framing::Close)
-    }
-
-    /// Takes the body data out of `raw` (leaving an incomplete size line there), and whether
-    /// the body's framed end was reached.
-    fn take(&mut self, raw: &mut Vec<u8>) -> (Vec<u8>, bool) {
-        match self {
-            Framing::Close => (std::mem::take(raw), false),
-            Framing::Length(left) => {
-                let n = (*left).min(raw.len());
-                *left -= n;
-                let data: Vec<u8> = raw.drain(..n).collect();
-                raw.clear();
-                (data, *left == 0)
-            }
-            Framing::Chunked { left } => {
-                let mut out = Vec::new();
-                loop {
-                    match left {
-                        Some(0) => {
-                            // The CRLF after a chunk's data.
-                            if raw.len() < 2 {
-                                return (out, false);
-                            }
-                            raw.drain(..2);
-                            *left = None;
-                        }
-                        Some(n) => {
-                            let take = (*n).min(raw.len());
-                            out.extend(raw.drain(..take));
-                            *n -= take;
-                            if raw.is_empty() {
-                                return (out, false);
-                            }
-                        }
-                        None => {
-                            let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
-                                return (out, false);
-                            };
-                            let line = String::from_utf8_lossy(&raw[..eol]).into_owned();
-                            let size = line.split(';').next().unwrap_or("").trim();
-                            let size = usize::from_str_radix(size, 16).unwrap_or(0);
-                            raw.drain(..eol + 2);
-                            if size == 0 {
-                                return (out, true);
-                            }
-                            *left = Some(size);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Undoes `Content-Encoding` (gzip, deflate) as bytes arrive; `br` and unknown codings are
-/// passed through undecoded (their events cannot be read, which the report says).
-enum Decoder {
-    Identity,
-    Gzip(flate2::write::GzDecoder<Vec<u8>>),
-    Deflate(flate2::write::ZlibDecoder<Vec<u8>>),
-    Opaque,
-}
-
-impl Decoder {
-    fn of(encoding: Option<&str>) -> Decoder {
-        match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
-            None | Some("") | Some("identity") => Decoder::Identity,
-            Some("gzip") | Some("x-gzip") => {
-                Decoder::Gzip(flate2::write::GzDecoder::new(Vec::new()))
-            }
-            Some("deflate") => Decoder::Deflate(flate2::write::ZlibDecoder::new(Vec::new())),
-            Some(_) => Decoder::Opaque,
-        }
-    }
-
-    fn push(&mut self, data: &[u8]) -> Vec<u8> {
-        match self {
-            Decoder::Identity => data.to_vec(),
-            Decoder::Gzip(d) => {
-                let _ = d.write_all(data).and_then(|_| d.flush());
-                std::mem::take(d.get_mut())
-            }
-            Decoder::Deflate(d) => {
-                let _ = d.write_all(data).and_then(|_| d.flush());
-                std::mem::take(d.get_mut())
-            }
-            Decoder::Opaque => Vec::new(),
-        }
-    }
-}
-
-/// Splits decoded body bytes into events (WHATWG §9.2: lines, a blank line dispatches).
-#[derive(Default)]
-struct EventSplitter {
-    line: Vec<u8>,
-    data: String,
-    kind: String,
-    /// Bytes since the last dispatched event.
-    bytes: usize,
-}
-
-impl EventSplitter {
-    /// Feeds bytes; returns each event completed, as (bytes, data, event type).
-    fn push(&mut self, text: &[u8]) -> Vec<(usize, String, String)> {
-        let mut out = Vec::new();
-        for &b in text {
-            self.bytes += 1;
-            if b != b'\n' {
-                self.line.push(b);
-                continue;
-            }
-            let line = String::from_utf8_lossy(&self.line).into_owned();
-            let line = line.strip_suffix('\r').unwrap_or(&line);
-            self.line.clear();
-            if line.is_empty() {
-                if !self.data.is_empty() {
-                    let data = std::mem::take(&mut self.data);
-                    let kind = std::mem::take(&mut self.kind);
-                    out.push((std::mem::take(&mut self.bytes), data, kind));
-                }
-                self.kind.clear();
-                continue;
-            }
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                None => (line, ""),
-            };
-            match field {
-                "data" => {
-                    if !self.data.is_empty() {
-                        self.data.push('\n');
-                    }
-                    self.data.push_str(value);
-                }
-                "event" => self.kind = value.to_string(),
-                _ => {}
-            }
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn urls_split_into_address_host_and_target() {
-        let (a, h, t) = split_url("http://127.0.0.1:8080/_p?x=1").unwrap();
+        let t = parse_url("http://127.0.0.1:8080/_p?x=1").unwrap();
         assert_eq!(
-            (a.as_str(), h.as_str(), t.as_str()),
-            ("127.0.0.1:8080", "127.0.0.1:8080", "/_p?x=1")
+            (t.addr.as_str(), t.authority.as_str()),
+            ("127.0.0.1:8080", "127.0.0.1:8080")
         );
-        let (a, _, t) = split_url("http://example.com").unwrap();
-        assert_eq!((a.as_str(), t.as_str()), ("example.com:80", "/"));
-        assert!(split_url("ftp://x/").is_err());
-    }
-
-    #[test]
-    fn chunked_bodies_decode_across_reads() {
-        let mut f = Framing::Chunked { left: None };
-        let mut raw = b"5\r\nhel".to_vec();
-        assert_eq!(f.take(&mut raw), (b"hel".to_vec(), false));
-        raw.extend_from_slice(b"lo\r\n3;x=y\r\nabc\r\n0\r\n\r\n");
-        assert_eq!(f.take(&mut raw), (b"loabc".to_vec(), true));
-    }
-
-    #[test]
-    fn events_split_on_blank_lines_with_their_bytes() {
-        let mut s = EventSplitter::default();
-        assert!(s.push(b": comment\n\nid: 1\ndata: a").is_empty());
-        let out = s.push(b"\ndata: b\r\n\r\nevent: done\ndata: x\n\n");
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].1, "a\nb");
+        assert_eq!((t.path.as_str(), t.tls), ("/_p?x=1", false));
+        let t = parse_url("https://example.com?a=b").unwrap();
         assert_eq!(
-            out[0].0,
-            b": comment\n\nid: 1\ndata: a\ndata: b\r\n\r\n".len()
+            (t.addr.as_str(), t.path.as_str(), t.tls),
+            ("example.com:443", "/?a=b", true)
         );
-        assert_eq!((out[1].1.as_str(), out[1].2.as_str()), ("x", "done"));
-    }
-
-    #[test]
-    fn gzip_is_decoded_as_it_arrives() {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(b"data: 1\n\n").unwrap();
-        let wire = enc.finish().unwrap();
-        let mut d = Decoder::of(Some("gzip"));
-        let mut out = d.push(&wire[..5]);
-        out.extend(d.push(&wire[5..]));
-        assert_eq!(out, b"data: 1\n\n");
+        let t = parse_url("https://[::1]:8443/p").unwrap();
+        assert_eq!((t.host.as_str(), t.addr.as_str()), ("::1", "[::1]:8443"));
+        for bad in ["ftp://x/", "http://", "http://u@h/", "http://h:port/"] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -4,14 +4,19 @@
 //!
 //! - [`schedule`]: the probe stream's query and stamped events, shared with the sidecar that
 //!   serves it (`crate::proxy::probe_stream`).
-//! - [`client`]: opens the stream as a browser does and records what arrives, and when.
+//! - [`client`]: opens the stream as a browser does and records what arrives, and when;
+//!   HTTP/1.1, or [`h2`] when TLS ([`tls`]) negotiates it; [`body`] turns the bytes into
+//!   events.
 //! - [`analysis`]: bursts, delays, the silence that cut it, and the findings (pure).
 //! - [`report`]: the verdict and table, or JSON.
 
 pub(crate) mod analysis;
+pub(crate) mod body;
 pub(crate) mod client;
+pub(crate) mod h2;
 pub(crate) mod report;
 pub(crate) mod schedule;
+pub(crate) mod tls;
 
 use std::time::Duration;
 
@@ -30,6 +35,8 @@ pub struct Request {
     /// `None`: the probe schedule's length plus 30 s.
     pub timeout: Option<String>,
     pub json: bool,
+    /// A PEM bundle trusted besides the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Runs the probe and prints its report. Returns the exit status: 0 nothing found, 1 a
@@ -47,7 +54,8 @@ pub fn run(req: Request) -> u8 {
                     return 2;
                 }
             };
-            match rt.block_on(client::observe(&url, &headers, timeout)) {
+            let ca = req.ca_file.as_deref();
+            match rt.block_on(observe(&url, &headers, timeout, ca)) {
                 Ok(obs) => {
                     let a = analysis::analyse(&obs);
                     if req.json {
@@ -68,6 +76,36 @@ pub fn run(req: Request) -> u8 {
             2
         }
     }
+}
+
+/// Opens `url` with the browser's headers plus `extra`, and records the stream until it ends
+/// or `timeout` (from the start) runs out. `ca_file`: trust this PEM bundle as well.
+async fn observe(
+    url: &str,
+    extra: &[(String, String)],
+    timeout: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> Result<client::Observation, client::ProbeError> {
+    let target = client::parse_url(url)?;
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let sock = tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(&target.addr))
+        .await
+        .map_err(|_| client::ProbeError::Timeout(timeout))?
+        .map_err(|e| client::ProbeError::Connect(target.addr.clone(), e))?;
+    let _ = sock.set_nodelay(true);
+    let headers = client::request_headers(extra);
+    let rec = client::Recorder::new(started);
+    if !target.tls {
+        return client::h1(sock, &target, &headers, deadline, timeout, rec).await;
+    }
+    let tls = tokio::time::timeout_at(deadline, tls::connect(sock, &target.host, ca_file))
+        .await
+        .map_err(|_| client::ProbeError::Timeout(timeout))??;
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        return h2::observe(tls, &target, &headers, deadline, timeout, rec).await;
+    }
+    client::h1(tls, &target, &headers, deadline, timeout, rec).await
 }
 
 type Prepared = (String, Vec<(String, String)>, Duration);
@@ -103,12 +141,7 @@ fn prepare(req: &Request) -> Result<Prepared, String> {
             Ok((k.to_string(), v.to_string()))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    if !req.url.starts_with("http://") {
-        return Err(format!(
-            "{:?}: only http:// URLs are supported so far (https:// is not)",
-            req.url
-        ));
-    }
+    client::parse_url(&req.url).map_err(|e| e.to_string())?;
     let sep = if req.url.contains('?') { '&' } else { '?' };
     let url = format!("{}{sep}silences={}", req.url, silences.replace(' ', ""));
     Ok((url, headers, timeout))
@@ -125,6 +158,7 @@ mod tests {
             silences: Some("1s,3s".into()),
             timeout: None,
             json: false,
+            ca_file: None,
         }
     }
 
