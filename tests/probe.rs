@@ -262,6 +262,32 @@ async fn past_max_streams_is_503() {
     drop(held);
 }
 
+/// A probe stream in a long silence does not hold up a shutdown: on SIGTERM the sidecar cuts
+/// it at once and exits, well before its 30 s drain window ends.
+#[tokio::test]
+async fn a_probe_does_not_hold_the_drain() {
+    let origin = Origin::start().await;
+    let yaml = format!("{ENABLED}shutdown:\n  drain_window: 30s\n");
+    let mut sc = sidecar(&origin, &yaml).await;
+    let mut held = tokio::net::TcpStream::connect(sc.addr).await.unwrap();
+    let req = format!("GET {PROBE}?events=1&silences=5m HTTP/1.1\r\nHost: x\r\n\r\n");
+    held.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&got).contains("\"seq\":1") {
+        let n = tokio::time::timeout_at(deadline, held.read(&mut buf))
+            .await
+            .expect("the probe's first event within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    sc.sigterm();
+    let exited = sc.wait_exit(Duration::from_secs(8)).await;
+    assert!(exited.is_some(), "the sidecar still runs 8 s after SIGTERM");
+}
+
 /// With the probe disabled (the default), its path is an ordinary path of the app.
 #[tokio::test]
 async fn disabled_probe_path_reaches_the_app() {

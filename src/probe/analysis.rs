@@ -214,8 +214,15 @@ pub(crate) fn analyse(obs: &Observation) -> Analysis {
             _ => false,
         }
     };
+    // Without send stamps, an app's own quick succession (LLM tokens a few ms apart) must not
+    // read as buffering: a burst must also hold a fifth of the stream's events.
+    let threshold = if probe {
+        BUFFERED_BURST
+    } else {
+        BUFFERED_BURST.max(obs.events.len() / 5)
+    };
     let buffered = (0..bursts.len())
-        .filter(|&i| bursts[i].events >= BUFFERED_BURST && spread(i))
+        .filter(|&i| bursts[i].events >= threshold && spread(i))
         .map(|i| bursts[i])
         .max_by_key(|b| b.events);
     if let Some(b) = buffered {
@@ -488,6 +495,27 @@ mod tests {
         let a = analyse(&stream(events, End::Timeout, 2500.0));
         assert_eq!(a.idle_cutoff_s, None);
         assert_eq!(a.findings[0].kind, Kind::Ok);
+    }
+
+    #[test]
+    fn an_app_stream_is_buffered_only_when_a_burst_holds_a_fifth_of_it() {
+        let plain = |at_ms: f64| {
+            let mut e = event(at_ms, 0, 0, None);
+            e.stamp = None;
+            e
+        };
+        // 40 tokens 50 ms apart, three of them coalesced once: not buffering.
+        let mut tokens: Vec<Arrival> = (0..40).map(|i| plain(i as f64 * 50.0)).collect();
+        tokens[10].at_ms = tokens[9].at_ms;
+        tokens[11].at_ms = tokens[9].at_ms;
+        let a = analyse(&stream(tokens.clone(), End::Clean, 2000.0));
+        assert_eq!(a.findings[0].kind, Kind::Ok, "{:?}", a.findings);
+        // Ten at a time: buffering.
+        for (i, t) in tokens.iter_mut().enumerate() {
+            t.at_ms = (i / 10) as f64 * 500.0;
+        }
+        let a = analyse(&stream(tokens, End::Clean, 2000.0));
+        assert!(a.findings.iter().any(|f| f.kind == Kind::Buffered));
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub(crate) async fn serve<C: Client + Send>(
         let why = format!("probe.max_streams ({}) reached", probe.max_streams);
         return refuse(client, 503, why).await;
     };
-    let ended = tokio::time::timeout(probe.max_duration, stream(client, &schedule)).await;
+    let ended = tokio::time::timeout(probe.max_duration, stream(shared, client, &schedule)).await;
     let error = match ended {
         Ok(Ok(())) => None,
         Ok(Err(why)) => Some(why.to_string()),
@@ -82,7 +82,11 @@ fn token_matches(query: &str, token: &str) -> bool {
         .any(|t| t == token)
 }
 
-async fn stream<C: Client>(client: &mut C, s: &Schedule) -> Result<(), &'static str> {
+async fn stream<C: Client>(
+    shared: &Shared,
+    client: &mut C,
+    s: &Schedule,
+) -> Result<(), &'static str> {
     let mut head = ResponseHeader::build(200, Some(4)).expect("a valid status");
     let _ = head.insert_header(http::header::CONTENT_TYPE, "text/event-stream");
     headers::apply_sse_policy(&mut head, client.chunked());
@@ -100,7 +104,7 @@ async fn stream<C: Client>(client: &mut C, s: &Schedule) -> Result<(), &'static 
             let block = event_block(seq, now_ms(), s.padding, silence);
             client.send(block).await.map_err(gone)?;
             // `done` comes a gap after the last event too, so it arrives on its own.
-            wait(client, silence.unwrap_or(s.gap)).await?;
+            wait(shared, client, silence.unwrap_or(s.gap)).await?;
         }
     }
     client
@@ -109,13 +113,20 @@ async fn stream<C: Client>(client: &mut C, s: &Schedule) -> Result<(), &'static 
         .map_err(gone)
 }
 
-/// Sleeps `d` unless the client leaves first; silences send nothing, heartbeats included.
-async fn wait<C: Client>(client: &mut C, d: Duration) -> Result<(), &'static str> {
+/// Sleeps `d` unless the client leaves or the sidecar drains first; silences send nothing,
+/// heartbeats included.
+async fn wait<C: Client>(shared: &Shared, client: &mut C, d: Duration) -> Result<(), &'static str> {
     tokio::select! {
         // The schedule's next send is due.
         _ = tokio::time::sleep(d) => Ok(()),
         // The client closed or reset: nothing more to send.
         _ = client.gone() => Err("client went away"),
+        // Shutting down: a probe must not hold the drain for up to probe.max_duration; the
+        // stream is cut without `done`, which the probe reports.
+        _ = shared.drain.signal() => {
+            client.abort().await;
+            Err("the sidecar is draining")
+        }
     }
 }
 
