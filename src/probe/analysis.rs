@@ -251,13 +251,22 @@ pub(crate) fn analyse(obs: &Observation) -> Analysis {
     if let Some(first) = obs.first_byte_ms.filter(|t| *t > SLOW_FIRST_BYTE_MS) {
         findings.push(Finding {
             kind: Kind::SlowFirstByte,
-            detail: format!(
-                "the first byte took {:.1} s{}: a stream should start at once — the app or a \
-                 box holds the start (the sidecar's open comment, sse.open_comment, makes the \
-                 app's first byte immediate)",
-                first / 1000.0,
-                named(&box_)
-            ),
+            detail: if probe {
+                format!(
+                    "the first byte took {:.1} s{}: the probe stream starts at once, so a box \
+                     on the path holds the start",
+                    first / 1000.0,
+                    named(&box_)
+                )
+            } else {
+                format!(
+                    "the first byte took {:.1} s{}: a stream should start at once — the app or \
+                     a box holds the start (the sidecar's open comment, sse.open_comment, makes \
+                     the app's first byte immediate)",
+                    first / 1000.0,
+                    named(&box_)
+                )
+            },
         });
     }
 
