@@ -137,7 +137,10 @@ async fn nginx_read_timeout_is_an_idle_cut_of_two_seconds() {
     assert_eq!(p.code, 1, "{p}");
     assert!(p.kinds().contains(&"cut_idle".to_string()), "{p}");
     let cutoff = p.json["idle_cutoff_s"].as_f64().expect("a cutoff");
-    eprintln!("measured: nginx proxy_read_timeout 2s cut at {cutoff} s");
+    eprintln!(
+        "measured: nginx proxy_read_timeout 2s cut at {cutoff} s; bursts {}, delays {}",
+        p.json["bursts"], p.json["delays_ms"]
+    );
     assert!((1.5..3.0).contains(&cutoff), "cutoff {cutoff} s: {p}");
     assert_eq!(p.json["cut_silence_s"], 5.0, "{p}");
 }
