@@ -25,6 +25,45 @@ pub enum Command {
     Check(RunArgs),
     /// Print the effective configuration (defaults < file < environment < flags) as YAML.
     PrintConfig(RunArgs),
+    /// Open an event stream as a browser does and report which box on the path buffers,
+    /// compresses or cuts it: 0 nothing found, 1 a problem found, 2 usage or connection error.
+    Probe(ProbeArgs),
+}
+
+/// `sse-sidecar probe`: against the sidecar's probe stream (`probe.enabled`), or any SSE URL.
+#[derive(Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// The stream, e.g. https://example.com/_sse-sidecar/probe?token=…
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// A request header, 'Name: value'; repeat for several.
+    #[arg(long = "header", short = 'H', value_name = "K: V")]
+    pub headers: Vec<String>,
+    /// Silences the probe stream keeps, heartbeats off. [default: 5s,15s,35s,65s,105s]
+    #[arg(long, value_name = "LIST")]
+    pub silences: Option<String>,
+    /// Give up after this long. [default: the probe schedule plus 30s]
+    #[arg(long, value_name = "DUR")]
+    pub timeout: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Trust the certificates in this PEM file besides the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+}
+
+impl From<ProbeArgs> for crate::probe::Request {
+    fn from(a: ProbeArgs) -> Self {
+        crate::probe::Request {
+            url: a.url,
+            headers: a.headers,
+            silences: a.silences,
+            timeout: a.timeout,
+            json: a.json,
+            ca_file: a.cacert,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -9,6 +9,7 @@
 //!   chunk's path through it, for both relays.
 //! - [`sse`]: the byte-level framer and the blocks the relay may inject.
 //! - [`metrics`]: every metric name, help text and bucket.
+//! - [`probe`]: the `probe` command, which finds the box on a path that breaks streams.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own listener.
 //! - [`server`]: wires the above into a pingora `Server`.
 //! - `sys`: the system calls no safe wrapper covers — the one module allowed `unsafe`.
@@ -41,6 +42,7 @@ pub(crate) mod admin;
 pub mod cli;
 pub mod config;
 pub(crate) mod metrics;
+pub mod probe;
 pub(crate) mod proxy;
 mod random;
 pub mod server;

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some(Command::Probe(args)) => ExitCode::from(sse_sidecar::probe::run(args.into())),
         None => {
             let upgrade = cli.run.upgrade;
             let config = match Config::load(&Overrides::from(cli.run)) {

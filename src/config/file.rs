@@ -39,9 +39,14 @@ pub const KEYS: &[&str] = &[
     "resume.max_total_bytes",
     "resume.cookies",
     "resume.store",
+    "probe.enabled",
+    "probe.path",
+    "probe.token",
+    "probe.max_streams",
+    "probe.max_duration",
 ];
 
-const SECTIONS: &[&str] = &["sse", "shutdown", "limits", "resume"];
+const SECTIONS: &[&str] = &["sse", "shutdown", "limits", "resume", "probe"];
 
 /// Where a value came from; named in error messages so users know what to fix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use super::file::{kind, scalar, Raw, Source};
 use super::{
     duration, size, Config, ConfigError, Limits, Listener, LogFormat, OnUpstreamError, Overrides,
-    Resume, Shutdown, Sse, Timeouts, Tls, Upstream,
+    Probe, Resume, Shutdown, Sse, Timeouts, Tls, Upstream,
 };
 use serde_yaml::{Mapping, Value};
 use std::net::SocketAddr;
@@ -570,6 +570,7 @@ impl Validator<'_> {
                 size::format(resume.max_total_bytes)
             ));
         }
+        let probe = self.probe();
         Some(Config {
             listeners,
             upstream,
@@ -581,7 +582,66 @@ impl Validator<'_> {
             shutdown,
             limits,
             resume,
+            probe,
         })
+    }
+
+    fn probe(&mut self) -> Probe {
+        let enabled = match self.text("probe.enabled") {
+            None => false,
+            Some((s, v, source)) => match s.as_str() {
+                "on" | "true" => true,
+                "off" | "false" => false,
+                _ => {
+                    self.bad("probe.enabled", &v, source, "one of: on, off, true, false");
+                    false
+                }
+            },
+        };
+        let default_path = "/_sse-sidecar/probe";
+        let path = match self.text("probe.path") {
+            None => default_path.to_string(),
+            Some((s, _, _)) if s.starts_with('/') && !s.contains(['?', '#', ' ']) => s,
+            Some((_, v, source)) => {
+                self.bad(
+                    "probe.path",
+                    &v,
+                    source,
+                    "a path starting with / without ?, # or spaces",
+                );
+                default_path.to_string()
+            }
+        };
+        let token = match self.text("probe.token") {
+            None => None,
+            Some((s, _, _))
+                if !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'&') =>
+            {
+                Some(s)
+            }
+            Some((_, v, source)) => {
+                self.bad(
+                    "probe.token",
+                    &v,
+                    source,
+                    "a non-empty token of printable characters without spaces or &",
+                );
+                None
+            }
+        };
+        let max_streams = self.number("probe.max_streams", 4, 1000);
+        if max_streams == 0 {
+            if let Some((v, source)) = self.raw.get("probe.max_streams").cloned() {
+                self.bad("probe.max_streams", &v, source, "at least 1");
+            }
+        }
+        Probe {
+            enabled,
+            path,
+            token,
+            max_streams: max_streams.max(1),
+            max_duration: self.positive_duration("probe.max_duration", Duration::from_secs(600)),
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! This file holds the validated types and the way out (`to_yaml`); `file.rs` reads the YAML
 //! shape, and `load.rs` layers the sources and validates them into a [`Config`].
 
-mod duration;
+pub(crate) mod duration;
 mod file;
 mod load;
 mod size;
@@ -146,6 +146,20 @@ pub(crate) struct Resume {
     pub(crate) cookies: Vec<String>,
 }
 
+/// The probe stream (`probe.*`): a diagnostic event stream the sidecar serves itself, for
+/// `sse-sidecar probe` to find which box on the path buffers, compresses or cuts streams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Probe {
+    pub(crate) enabled: bool,
+    pub(crate) path: String,
+    /// Required as `?token=` when set.
+    pub(crate) token: Option<String>,
+    /// Probe streams open at once; past it, 503.
+    pub(crate) max_streams: usize,
+    /// Longest probe stream.
+    pub(crate) max_duration: Duration,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub listeners: Vec<Listener>,
@@ -158,6 +172,7 @@ pub struct Config {
     pub(crate) shutdown: Shutdown,
     pub(crate) limits: Limits,
     pub(crate) resume: Resume,
+    pub(crate) probe: Probe,
 }
 
 /// Every problem found while loading, in one error.
@@ -296,12 +311,28 @@ impl Config {
         resume.insert("cookies".into(), list(&self.resume.cookies));
         resume.insert("store".into(), "memory".into());
         top.insert("resume".into(), Value::Mapping(resume));
+        let mut probe = Mapping::new();
+        let on_off = |b: bool| if b { "on" } else { "off" };
+        probe.insert("enabled".into(), on_off(self.probe.enabled).into());
+        probe.insert("path".into(), self.probe.path.clone().into());
+        // Fed back as written (print-config's output loads); left out when unset.
+        if let Some(token) = &self.probe.token {
+            probe.insert("token".into(), token.clone().into());
+        }
+        probe.insert("max_streams".into(), (self.probe.max_streams as u64).into());
+        probe.insert("max_duration".into(), d(self.probe.max_duration).into());
+        top.insert("probe".into(), Value::Mapping(probe));
         serde_yaml::to_string(&Value::Mapping(top)).unwrap_or_default()
     }
 
     /// Whether `path` is configured as an SSE path (prefix match on path segments' text).
     pub(crate) fn is_sse_path(&self, path: &str) -> bool {
         self.sse.paths.iter().any(|p| path.starts_with(p.as_str()))
+    }
+
+    /// Whether `path` is the probe stream's, with the probe enabled (exact match).
+    pub(crate) fn is_probe_path(&self, path: &str) -> bool {
+        self.probe.enabled && path == self.probe.path
     }
 
     /// Whether streams on `path` are resumable (`resume.paths`, prefix match).
@@ -380,5 +411,38 @@ mod tests {
             err.problems,
             vec!["sse.learn: invalid value \"maybe\" (from config file): expected one of: on, off"]
         );
+    }
+
+    #[test]
+    fn probe_defaults_values_and_bad_values() {
+        let c = Config::from_yaml("").unwrap();
+        assert!(!c.probe.enabled);
+        assert_eq!(c.probe.path, "/_sse-sidecar/probe");
+        assert_eq!(c.probe.token, None);
+        assert_eq!(c.probe.max_streams, 4);
+        assert_eq!(c.probe.max_duration, Duration::from_secs(600));
+        assert!(!c.is_probe_path("/_sse-sidecar/probe"));
+        let yaml = "probe:\n  enabled: true\n  path: /diag\n  token: s3cret\n  max_streams: 2\n  max_duration: 1m\n";
+        let c = Config::from_yaml(yaml).unwrap();
+        assert!(c.is_probe_path("/diag") && !c.is_probe_path("/diag/x"));
+        assert_eq!(c.probe.token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            (c.probe.max_streams, c.probe.max_duration),
+            (2, Duration::from_secs(60))
+        );
+        assert_eq!(Config::from_yaml(&c.to_yaml()).unwrap(), c);
+        let bad = "probe:\n  enabled: maybe\n  path: diag\n  token: a b\n  max_streams: 0\n  max_duration: 0s\n  nope: 1\n";
+        let err = Config::from_yaml(bad).unwrap_err();
+        let all = err.problems.join("\n");
+        for key in [
+            "probe.enabled: invalid value \"maybe\"",
+            "probe.path: invalid value \"diag\"",
+            "probe.token: invalid value \"a b\"",
+            "probe.max_streams: invalid value \"0\"",
+            "probe.max_duration: invalid value \"0s\"",
+            "unknown key `probe.nope`",
+        ] {
+            assert!(all.contains(key), "{key} not in:\n{all}");
+        }
     }
 }

@@ -20,9 +20,11 @@ pub(crate) enum Candidate {
 
 /// Whether a request is an SSE candidate, and why. A protocol upgrade (WebSocket) and the
 /// methods that never open a stream (`OPTIONS`, `TRACE`, `CONNECT`) are not, whatever they
-/// carry: they go down pingora's normal path, which passes an upgrade through to the app.
+/// carry, nor is the probe stream's path while the probe is enabled: they go down pingora's normal path, which passes an upgrade through to the app.
 pub(crate) fn candidacy(shared: &Shared, req: &RequestHeader) -> Option<Candidate> {
-    if !eligible(req) {
+    // The probe stream is the sidecar's own answer, given in `request_filter` whatever the
+    // protocol; the lean relay only forwards.
+    if !eligible(req) || shared.config.is_probe_path(req.uri.path()) {
         return None;
     }
     if asked(shared, req) {

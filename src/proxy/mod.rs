@@ -12,6 +12,8 @@
 //! - [`http1`]: HTTP/1.1 on raw sockets for the lean relay.
 //! - [`upstream_request`], [`headers`], [`answers`], [`upstream_error`]: what the app is sent,
 //!   the header policy, the answers the sidecar makes up, and app failures — one place each.
+//! - [`probe_stream`]: the diagnostic stream `sse-sidecar probe` reads (`probe.*`), served
+//!   by the sidecar itself.
 //! - [`resume`]: resumable streams, which outlive their client's connection.
 //! - [`shared`], [`drain`], [`trim`], [`access_log`]: process-wide state and services.
 
@@ -24,6 +26,7 @@ pub(crate) mod headers;
 pub(crate) mod http1;
 pub(crate) mod lean;
 pub(crate) mod learned_routes;
+pub(crate) mod probe_stream;
 pub(crate) mod resume;
 pub(crate) mod service;
 pub(crate) mod session_relay;

@@ -11,6 +11,7 @@ use crate::proxy::answers::Answer;
 use crate::proxy::candidate::{self, is_candidate};
 use crate::proxy::drain;
 use crate::proxy::headers;
+use crate::proxy::probe_stream;
 use crate::proxy::session_relay::{self, PingoraClient};
 use crate::proxy::shared::Shared;
 use crate::proxy::stream::{respond, StreamSummary};
@@ -61,7 +62,7 @@ impl ProxyHttp for SidecarProxy {
     }
 
     /// A `Max-Forwards: 0` on TRACE or OPTIONS is answered here (this hop is its final
-    /// recipient); SSE candidates are taken over by the session relay, which owns the whole
+    /// recipient); the probe stream is served here (`probe.*`); SSE candidates are taken over by the session relay, which owns the whole
     /// exchange; everything else continues down pingora's normal path.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         if upstream_request::answers_itself(session.req_header()) {
@@ -69,6 +70,16 @@ impl ProxyHttp for SidecarProxy {
             ctx.status = answer.head.status.as_u16();
             let mut client = PingoraClient::new(&mut session.downstream_session);
             let _ = respond::answer(&mut client, answer).await;
+            return Ok(true);
+        }
+        if probe_stream::is_probe(&self.shared, session.req_header()) {
+            let req = session.req_header().clone();
+            let ds = &mut session.downstream_session;
+            ds.set_write_timeout(Some(self.shared.config.timeouts.sse_write));
+            let mut client = PingoraClient::new(ds);
+            let served = probe_stream::serve(&self.shared, &mut client, &req).await;
+            ctx.status = served.status;
+            ctx.error = served.error;
             return Ok(true);
         }
         if !is_candidate(&self.shared, session.req_header()) {

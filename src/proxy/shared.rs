@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) resume: Option<Arc<Store>>,
     /// Routes found to answer with event streams (`sse.learn`).
     pub(crate) learned: LearnedRoutes,
+    /// Probe streams open now, for `probe.max_streams`.
+    probes: AtomicUsize,
     /// SSE candidates being relayed now, for `limits.max_streams`.
     relayed: AtomicUsize,
 }
@@ -61,6 +63,7 @@ impl Shared {
             resume: (!config.resume.paths.is_empty())
                 .then(|| Arc::new(Store::new(config.resume.clone(), metrics.clone()))),
             learned: LearnedRoutes::new(),
+            probes: AtomicUsize::new(0),
             relayed: AtomicUsize::new(0),
             metrics,
             config,
@@ -68,20 +71,48 @@ impl Shared {
     }
 }
 
-/// Holds one of the `limits.max_streams` slots while a candidate is relayed.
+/// Holds one of the `limits.max_streams` slots while a candidate is relayed, or one of the
+/// `probe.max_streams` slots while a probe streams.
 pub(crate) struct StreamSlot<'a>(&'a AtomicUsize);
 
 impl<'a> StreamSlot<'a> {
-    /// A slot, or `None` when every one is taken.
+    /// A `limits.max_streams` slot, or `None` when every one is taken.
     pub(crate) fn take(shared: &'a Shared) -> Option<StreamSlot<'a>> {
-        let prev = shared.relayed.fetch_add(1, Ordering::AcqRel);
-        let slot = StreamSlot(&shared.relayed);
-        (prev < shared.config.limits.max_streams).then_some(slot)
+        StreamSlot::of(&shared.relayed, shared.config.limits.max_streams)
+    }
+
+    /// A `probe.max_streams` slot, or `None` when every one is taken.
+    pub(crate) fn probe(shared: &'a Shared) -> Option<StreamSlot<'a>> {
+        StreamSlot::of(&shared.probes, shared.config.probe.max_streams)
+    }
+
+    fn of(open: &'a AtomicUsize, max: usize) -> Option<StreamSlot<'a>> {
+        let prev = open.fetch_add(1, Ordering::AcqRel);
+        let slot = StreamSlot(open);
+        (prev < max).then_some(slot)
     }
 }
 
 impl Drop for StreamSlot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_and_given_back() {
+        let open = AtomicUsize::new(0);
+        let a = StreamSlot::of(&open, 2);
+        let b = StreamSlot::of(&open, 2);
+        assert!(a.is_some() && b.is_some());
+        assert!(StreamSlot::of(&open, 2).is_none());
+        drop(a);
+        assert!(StreamSlot::of(&open, 2).is_some());
+        drop(b);
+        assert_eq!(open.load(Ordering::Acquire), 0);
     }
 }

@@ -17,6 +17,8 @@
 //! - [`sse`]: a WHATWG event-stream parser for the client side, plus a streaming reader that
 //!   combines the client, optional gzip decoding and the parser.
 //! - [`h2c`]: an HTTP/2 prior-knowledge client (the `h2` crate).
+//! - [`haproxy`]: a real HAProxy with a given `timeout server`, and the lookup of middlebox
+//!   binaries.
 //! - [`nginx`]: a real nginx started from a temp prefix, as an untuned middlebox.
 //! - [`node`]: the Node scripts of tests/browser/: where they are, whether their packages are
 //!   installed, and the switch that skips them.
@@ -29,6 +31,7 @@
 pub mod client;
 pub mod cutter;
 pub mod h2c;
+pub mod haproxy;
 pub mod nginx;
 pub mod node;
 pub mod origin;
