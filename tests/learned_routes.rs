@@ -22,7 +22,7 @@ use common::origin::RequestRecord;
 use common::process::Process;
 use common::sidecar::run_cli;
 use common::sse::SseStream;
-use common::{free_port, Origin, Sidecar};
+use common::{Origin, Sidecar};
 
 const T: Duration = Duration::from_secs(5);
 const HEX: &str = "8f14e45fceea167a5a36dedd4bea2543";
@@ -310,12 +310,12 @@ fn sse_learn_setting() {
 
 /// tests/browser/express-app.mjs on a free port.
 async fn start_express(dir: &std::path::Path) -> (Process, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let port_file = dir.join("express.port");
     let log = dir.join("express.log");
     let file = std::fs::File::create(&log).unwrap();
     let child = Command::new("node")
         .arg(node_dir().join("express-app.mjs"))
-        .arg(addr.port().to_string())
+        .arg(&port_file)
         .current_dir(node_dir())
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
@@ -323,6 +323,16 @@ async fn start_express(dir: &std::path::Path) -> (Process, SocketAddr) {
         .spawn()
         .expect("spawn node express-app.mjs");
     let mut p = Process::new("express app", child, log);
+    // The app picks its port (port 0) and says which.
+    let port: u16 = common::wait_for(Duration::from_secs(10), "express app's port", || {
+        std::fs::read_to_string(&port_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .await;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     if let Err(e) = p.wait_listening(addr, Duration::from_secs(10)).await {
         panic!("{e}");
     }

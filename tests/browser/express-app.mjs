@@ -2,15 +2,19 @@
 // route, streaming tokens as text/event-stream with res.write() and no res.flush(). Driven by
 // tests/learned_routes.rs; not a test on its own.
 //
-//   node tests/browser/express-app.mjs PORT
+//   node tests/browser/express-app.mjs PORT_FILE
 //
 // POST /api/chat and POST /api/chat/:id/stream answer an event stream of `tokens` events
 // (query, default 12), the first at once and then one every `gap_ms` (default 150), then end.
-// Each event is `data: {"token":N}`. Listens on 127.0.0.1:PORT until killed.
+// Each event is `data: {"token":N}`. Listens on 127.0.0.1, on a port the system picks (a port
+// chosen beforehand could be taken by a parallel test first), writes that port to PORT_FILE,
+// and serves until killed.
 import express from 'express';
 import compression from 'compression';
 
-const port = Number(process.argv[2]);
+import { writeFileSync } from 'node:fs';
+
+const portFile = process.argv[2];
 const app = express();
 app.use(compression());
 app.use(express.json());
@@ -38,4 +42,6 @@ const tokens = (req, res) => {
 app.post('/api/chat', tokens);
 app.post('/api/chat/:id/stream', tokens);
 
-app.listen(port, '127.0.0.1');
+const server = app.listen(0, '127.0.0.1', () => {
+  writeFileSync(portFile, String(server.address().port));
+});

@@ -39,10 +39,13 @@ pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
     let mut error = None;
     let mut app_done = false;
 
-    let outcome = 'relay: {
+    // A write error leaves the block as `Err`, handled once after it (one await of the
+    // abort, not one per write: every await adds to this future, which a stream holds for
+    // its whole life).
+    let result: Result<Outcome, WriteError> = 'relay: {
         if let Some(u) = p.unsent.take() {
             if let Err(e) = client.send_raw(u.wire).await {
-                break 'relay write_failed(client, e).await;
+                break 'relay Err(e);
             }
             if let Some(outcome) = p.sent(shared, u.sent) {
                 break 'relay close(shared, client, &mut p, outcome).await;
@@ -86,7 +89,7 @@ pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
             };
 
             match wake {
-                Wake::ClientGone => break 'relay Outcome::ClientClosed,
+                Wake::ClientGone => break 'relay Ok(Outcome::ClientClosed),
                 Wake::Drain => {
                     let at = Instant::now() + shared.drain.close_offset();
                     if p.close_at.is_none_or(|(t, _)| at < t) {
@@ -97,7 +100,7 @@ pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
                     let out = p.chunk(shared, chunk);
                     if !out.bytes.is_empty() {
                         if let Err(e) = client.send(out.bytes).await {
-                            break 'relay write_failed(client, e).await;
+                            break 'relay Err(e);
                         }
                     }
                     if let Some(outcome) = p.sent(shared, out.sent) {
@@ -108,18 +111,18 @@ pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
                     let rest = p.framer.finish();
                     let n = rest.len() as u64;
                     if let Err(e) = client.finish((!rest.is_empty()).then_some(rest)).await {
-                        break 'relay write_failed(client, e).await;
+                        break 'relay Err(e);
                     }
                     p.wrote_own(shared, n);
                     app_done = true;
-                    break 'relay Outcome::Completed;
+                    break 'relay Ok(Outcome::Completed);
                 }
                 Wake::Chunk(Err(e)) => {
                     shared.metrics.upstream_error(e.failure.reason());
                     error = Some(e.to_string());
                     // No clean end: the client sees the stream break and reconnects.
                     client.abort().await;
-                    break 'relay Outcome::UpstreamError;
+                    break 'relay Ok(Outcome::UpstreamError);
                 }
                 Wake::Timer => match p.due(shared, Instant::now()) {
                     Due::Nothing => {}
@@ -132,7 +135,7 @@ pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
                             break 'relay close(shared, client, &mut p, Outcome::IdleTimeout).await;
                         }
                         client.abort().await;
-                        break 'relay Outcome::IdleTimeout;
+                        break 'relay Ok(Outcome::IdleTimeout);
                     }
                     Due::Close(outcome) => {
                         break 'relay close(shared, client, &mut p, outcome).await;
@@ -141,12 +144,12 @@ pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
                         // The app never finished its event: cut it (the client discards the
                         // partial event) rather than hold shutdown forever.
                         client.abort().await;
-                        break 'relay outcome;
+                        break 'relay Ok(outcome);
                     }
                     Due::Heartbeat(now) => {
                         let out = p.heartbeat(shared, now);
                         if let Err(e) = client.send(out.bytes).await {
-                            break 'relay write_failed(client, e).await;
+                            break 'relay Err(e);
                         }
                         p.sent(shared, out.sent);
                     }
@@ -155,6 +158,10 @@ pub(crate) async fn run<C: Client + Send, A: AppBody + Send>(
         }
     };
 
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => write_failed(client, e).await,
+    };
     let mut ended = p.end(shared, outcome, error);
     ended.app_done = app_done;
     ended
@@ -176,7 +183,7 @@ async fn close<C: Client>(
     client: &mut C,
     p: &mut Progress,
     outcome: Outcome,
-) -> Outcome {
+) -> Result<Outcome, WriteError> {
     let base = match outcome {
         Outcome::Shutdown => shared.config.shutdown.retry,
         _ => shared
@@ -187,9 +194,7 @@ async fn close<C: Client>(
     };
     let block = crate::sse::retry_block(shared.drain.retry_ms(base));
     let n = block.len() as u64;
-    if let Err(e) = client.finish(Some(block)).await {
-        return write_failed(client, e).await;
-    }
+    client.finish(Some(block)).await?;
     p.wrote_own(shared, n);
-    outcome
+    Ok(outcome)
 }
