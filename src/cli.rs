@@ -28,6 +28,23 @@ pub enum Command {
     /// Open an event stream as a browser does and report which box on the path buffers,
     /// compresses or cuts it: 0 nothing found, 1 a problem found, 2 usage or connection error.
     Probe(ProbeArgs),
+    /// Start the drain of the sidecar running on this host (the process in
+    /// SSE_SIDECAR_PID_FILE), exactly as SIGTERM does: for a Kubernetes preStop hook.
+    Drain(DrainArgs),
+}
+
+/// `sse-sidecar drain`.
+#[derive(Args, Debug, Clone)]
+pub struct DrainArgs {
+    /// Return only once the sidecar has exited.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up (exit 1) after this long, e.g. 30s. [default: no limit]
+    #[arg(long, value_name = "DUR", requires = "wait")]
+    pub timeout: Option<String>,
+    /// The sidecar's pid file. [default: $SSE_SIDECAR_PID_FILE, else /tmp/sse-sidecar.pid]
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
 }
 
 /// `sse-sidecar probe`: against the sidecar's probe stream (`probe.enabled`), or any SSE URL.

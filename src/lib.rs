@@ -12,6 +12,7 @@
 //! - [`probe`]: the `probe` command, which finds the box on a path that breaks streams.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own listener.
 //! - [`server`]: wires the above into a pingora `Server`.
+//! - [`control`]: the pid file and `sse-sidecar drain`.
 //! - `sys`: the system calls no safe wrapper covers — the one module allowed `unsafe`.
 //!
 //! # How a request flows
@@ -41,6 +42,7 @@
 pub(crate) mod admin;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub(crate) mod metrics;
 pub mod probe;
 pub(crate) mod proxy;

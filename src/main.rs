@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Probe(args)) => ExitCode::from(sse_sidecar::probe::run(args.into())),
+        Some(Command::Drain(args)) => drain(args),
         None => {
             let upgrade = cli.run.upgrade;
             let config = match Config::load(&Overrides::from(cli.run)) {
@@ -52,6 +53,42 @@ fn main() -> ExitCode {
     }
 }
 
+/// `sse-sidecar drain`: 0 once the drain started (with --wait: once the sidecar exited), 1 when
+/// --timeout passed first, 2 when there is no sidecar to drain.
+fn drain(args: sse_sidecar::cli::DrainArgs) -> ExitCode {
+    use sse_sidecar::control::{self, DrainError};
+    let wait = match (args.wait, args.timeout.as_deref()) {
+        (false, _) => None,
+        (true, None) => Some(std::time::Duration::MAX),
+        (true, Some(t)) => match sse_sidecar::config::parse_duration(t) {
+            Some(d) => Some(d),
+            None => {
+                eprintln!("sse-sidecar drain: --timeout {t:?} is not a duration such as 30s or 2m");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let path = args.pid_file.unwrap_or_else(control::pid_file);
+    match control::drain(&path, wait) {
+        Ok(pid) if args.wait => {
+            println!("sse-sidecar {pid} drained and exited");
+            ExitCode::SUCCESS
+        }
+        Ok(pid) => {
+            println!("sse-sidecar {pid} is draining");
+            ExitCode::SUCCESS
+        }
+        Err(e @ DrainError::TimedOut { .. }) => {
+            eprintln!("sse-sidecar drain: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("sse-sidecar drain: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     tracing::info!(
         listen = ?config.listeners.iter().map(|l| l.addr.to_string()).collect::<Vec<_>>(),
@@ -61,6 +98,14 @@ fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         "starting sse-sidecar"
     );
     let server = sse_sidecar::server::build(config, upgrade).context("startup failed")?;
+    // For `sse-sidecar drain`; the proxy runs without it (a read-only /tmp, say).
+    let pid_file = sse_sidecar::control::pid_file();
+    if let Err(e) = sse_sidecar::control::write_pid_file(&pid_file) {
+        tracing::warn!(
+            "cannot write the pid file {}: {e}; `sse-sidecar drain` will not find this process",
+            pid_file.display()
+        );
+    }
     server.run_forever()
 }
 

@@ -71,8 +71,7 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     };
     conf.upgrade_sock = std::env::var("SSE_SIDECAR_UPGRADE_SOCK")
         .unwrap_or_else(|_| "/tmp/sse-sidecar-upgrade.sock".into());
-    conf.pid_file =
-        std::env::var("SSE_SIDECAR_PID_FILE").unwrap_or_else(|_| "/tmp/sse-sidecar.pid".into());
+    conf.pid_file = crate::control::pid_file().display().to_string();
     let opt = pingora_core::server::configuration::Opt {
         upgrade,
         ..Default::default()

@@ -1,5 +1,5 @@
 //! The system calls the standard library and `socket2` do not wrap: epoll, eventfd,
-//! duplicating a descriptor we do not own, and `malloc_trim`. This is the one module of the
+//! duplicating a descriptor we do not own, `kill` and `malloc_trim`. This is the one module of the
 //! crate allowed `unsafe`; each block says why it is sound, and everything it exports is safe.
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -102,6 +102,14 @@ pub(crate) fn dup_socket(fd: RawFd) -> io::Result<std::net::TcpStream> {
     // SAFETY: the caller's owner keeps `fd` open for this whole call; it is only duplicated.
     let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
     Ok(std::net::TcpStream::from(owned))
+}
+
+/// Sends SIGTERM to process `pid`.
+pub(crate) fn terminate(pid: u32) -> io::Result<()> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill(2) takes plain integers; a positive pid names one process.
+    check(unsafe { libc::kill(pid, libc::SIGTERM) }).map(drop)
 }
 
 /// Gives freed heap pages back to the OS (glibc keeps them in its arenas otherwise).

@@ -7,6 +7,11 @@
 //! shape, and `load.rs` layers the sources and validates them into a [`Config`].
 
 pub(crate) mod duration;
+
+/// Parses a duration as the configuration does (`500ms`, `15s`, `2m`, `1h30m`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    duration::parse(text)
+}
 mod file;
 mod load;
 mod size;
