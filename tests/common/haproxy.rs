@@ -3,10 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use super::{free_port, wait_listening};
+use super::free_port;
+use super::middlebox::Middlebox;
 
 /// Finds a middlebox binary. When it is missing: `None` (with a note) if
 /// SSE_SIDECAR_SKIP_MIDDLEBOX=1, otherwise a panic saying how to install it.
@@ -32,11 +32,7 @@ pub fn binary(name: &str) -> Option<PathBuf> {
 }
 
 /// A real HAProxy in HTTP mode on a free port, `-db` (foreground), killed on drop.
-pub struct Haproxy {
-    child: Option<Child>,
-    pub addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
+pub struct Haproxy(Middlebox);
 
 impl Haproxy {
     /// Starts HAProxy in front of `upstream`, with `timeout server` set to
@@ -53,53 +49,16 @@ impl Haproxy {
         );
         let cfg_path = dir.path().join("haproxy.cfg");
         std::fs::write(&cfg_path, cfg).unwrap();
-        let log = |f: &str| std::fs::File::create(dir.path().join(f)).unwrap();
-        let child = Command::new(bin)
-            .arg("-f")
-            .arg(&cfg_path)
-            .arg("-db")
-            .stdin(Stdio::null())
-            .stdout(log("stdout.log"))
-            .stderr(log("stderr.log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let mut h = Haproxy {
-            child: Some(child),
-            addr,
-            dir,
-        };
-        let end = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = h.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("haproxy exited ({st}) before listening:\n{}", h.logs());
-            }
-            if wait_listening(addr, Duration::from_millis(100)).await {
-                return h;
-            }
-            if std::time::Instant::now() > end {
-                panic!("haproxy not listening on {addr} within 10 s:\n{}", h.logs());
-            }
-        }
-    }
-
-    pub fn logs(&self) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
-        format!(
-            "-- haproxy stdout --\n{}\n-- haproxy stderr --\n{}",
-            read("stdout.log"),
-            read("stderr.log")
-        )
+        let mut cmd = Command::new(bin);
+        cmd.arg("-f").arg(&cfg_path).arg("-db");
+        Haproxy(Middlebox::spawn("haproxy", cmd, addr, dir, &[]).await)
     }
 }
 
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
+impl std::ops::Deref for Haproxy {
+    type Target = Middlebox;
+
+    fn deref(&self) -> &Middlebox {
+        &self.0
     }
 }

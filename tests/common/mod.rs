@@ -32,6 +32,7 @@ pub mod client;
 pub mod cutter;
 pub mod h2c;
 pub mod haproxy;
+pub mod middlebox;
 pub mod nginx;
 pub mod node;
 pub mod origin;

@@ -3,10 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use super::{free_port, wait_listening};
+use super::free_port;
+use super::middlebox::Middlebox;
 
 /// Finds the nginx binary. When it is missing: returns `None` if `SSE_SIDECAR_SKIP_NGINX=1`,
 /// otherwise panics saying how to install it.
@@ -29,11 +29,7 @@ pub fn nginx_binary() -> Option<PathBuf> {
     );
 }
 
-pub struct Nginx {
-    child: Option<Child>,
-    pub addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
+pub struct Nginx(Middlebox);
 
 impl Nginx {
     /// Starts nginx proxying `location /` to `upstream`. `http_extra` goes into the `http`
@@ -76,56 +72,21 @@ http {{
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(bin)
-            .arg("-p")
+        let mut cmd = Command::new(bin);
+        cmd.arg("-p")
             .arg(dir.path())
             .arg("-c")
             .arg(&conf_path)
             .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let mut n = Nginx {
-            child: Some(child),
-            addr,
-            dir,
-        };
-        let end = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = n.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("nginx exited ({st}) before listening:\n{}", n.logs());
-            }
-            if wait_listening(addr, Duration::from_millis(100)).await {
-                return n;
-            }
-            if std::time::Instant::now() > end {
-                panic!("nginx not listening on {addr} within 10 s:\n{}", n.logs());
-            }
-        }
-    }
-
-    /// stderr and the error log.
-    pub fn logs(&self) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
-        format!(
-            "-- nginx stderr --\n{}\n-- nginx error.log --\n{}",
-            read("stderr.log"),
-            read("error.log")
-        )
+            .arg(dir.path().join("error.log"));
+        Nginx(Middlebox::spawn("nginx", cmd, addr, dir, &["error.log"]).await)
     }
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
+impl std::ops::Deref for Nginx {
+    type Target = Middlebox;
+
+    fn deref(&self) -> &Middlebox {
+        &self.0
     }
 }
