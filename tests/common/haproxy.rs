@@ -51,7 +51,7 @@ impl Haproxy {
         std::fs::write(&cfg_path, cfg).unwrap();
         let mut cmd = Command::new(bin);
         cmd.arg("-f").arg(&cfg_path).arg("-db");
-        Haproxy(Middlebox::spawn("haproxy", cmd, addr, dir, &[]).await)
+        Haproxy(Middlebox::spawn("haproxy", cmd, addr, dir).await)
     }
 }
 

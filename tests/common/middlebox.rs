@@ -1,78 +1,44 @@
 //! A third-party proxy run by a test (nginx, HAProxy): started in the foreground from a temp
-//! dir, waited for until it listens, its logs printed when the test fails, killed on drop.
+//! dir, with its output in one log, waited for until it listens; a [`Process`], so it is
+//! killed on drop and its log printed when the test fails.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::wait_listening;
+use super::process::Process;
 
 pub struct Middlebox {
-    name: &'static str,
-    child: Option<Child>,
+    _process: Process,
     pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
-    /// Files in `dir` worth showing when a test fails (stdout.log and stderr.log always are).
-    logs: &'static [&'static str],
+    _dir: tempfile::TempDir,
 }
 
 impl Middlebox {
-    /// Runs `cmd` (stdout and stderr to `dir`) and waits, at most 10 s, until `addr` accepts.
+    /// Runs `cmd` (stdout and stderr to one log in `dir`) and waits, at most 10 s, until
+    /// `addr` accepts.
     pub async fn spawn(
         name: &'static str,
         mut cmd: Command,
         addr: SocketAddr,
         dir: tempfile::TempDir,
-        logs: &'static [&'static str],
     ) -> Middlebox {
-        let log = |f: &str| std::fs::File::create(dir.path().join(f)).unwrap();
+        let log = dir.path().join("output.log");
+        let file = std::fs::File::create(&log).unwrap();
         let child = cmd
             .stdin(Stdio::null())
-            .stdout(log("stdout.log"))
-            .stderr(log("stderr.log"))
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let mut m = Middlebox {
-            name,
-            child: Some(child),
+        let mut process = Process::new(name, child, log);
+        if let Err(e) = process.wait_listening(addr, Duration::from_secs(10)).await {
+            panic!("{e}");
+        }
+        Middlebox {
+            _process: process,
             addr,
-            dir,
-            logs,
-        };
-        let end = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = m.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("{name} exited ({st}) before listening:\n{}", m.logs());
-            }
-            if wait_listening(addr, Duration::from_millis(100)).await {
-                return m;
-            }
-            if std::time::Instant::now() > end {
-                panic!("{name} not listening on {addr} within 10 s:\n{}", m.logs());
-            }
-        }
-    }
-
-    /// Its output and log files.
-    pub fn logs(&self) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
-        ["stdout.log", "stderr.log"]
-            .iter()
-            .chain(self.logs)
-            .map(|f| format!("-- {} {f} --\n{}", self.name, read(f)))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Middlebox {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
+            _dir: dir,
         }
     }
 }

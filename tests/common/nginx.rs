@@ -50,7 +50,7 @@ impl Nginx {
 master_process off;
 worker_processes 1;
 pid {d}/nginx.pid;
-error_log {d}/error.log info;
+error_log stderr info;
 events {{ worker_connections 512; }}
 http {{
     access_log {d}/access.log;
@@ -78,8 +78,8 @@ http {{
             .arg("-c")
             .arg(&conf_path)
             .arg("-e")
-            .arg(dir.path().join("error.log"));
-        Nginx(Middlebox::spawn("nginx", cmd, addr, dir, &["error.log"]).await)
+            .arg("stderr");
+        Nginx(Middlebox::spawn("nginx", cmd, addr, dir).await)
     }
 }
 
