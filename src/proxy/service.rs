@@ -104,12 +104,7 @@ impl ProxyHttp for SidecarProxy {
         req: &mut RequestHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
-        let default_host = self.shared.config.upstream.authority();
-        let resume_path = self
-            .shared
-            .config
-            .is_resume_path(session.req_header().uri.path());
-        let fwd = Forwarding::of(session, false, &default_host, resume_path);
+        let fwd = Forwarding::of(session, false, &self.shared.config);
         upstream_request::prepare(session.req_header(), req, &fwd)
             .map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e.to_string()))
     }

@@ -125,28 +125,11 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
     // A resumable stream: a producer reads the app into the stream's log, and this
     // connection is its first consumer.
     if let Some((entry, first)) = opened {
-        let written = respond::start_stream(shared, &mut client, head).await;
         let wrote_prefix = shared.open_block.is_some();
         resume_relay::spawn_producer(shared.clone(), entry.clone(), PingoraApp(app), wrote_prefix);
-        let summary = match written {
-            Ok(prefix) => {
-                let ended =
-                    resume_relay::consume(shared, &mut client, &entry, &first, started, prefix)
-                        .await;
-                return finish_stream(session, status, ended, None);
-            }
-            Err(e) => {
-                entry.detach(first.generation, false, &shared.metrics);
-                StreamSummary::ended_early(shared, e.outcome(), 0)
-            }
-        };
-        session.set_keepalive(None);
-        return Answered {
-            status,
-            kind: Some(Kind::Sse),
-            stream: Some(summary),
-            ..Answered::default()
-        };
+        let ended =
+            resume_relay::serve_client(shared, &mut client, &entry, &first, started, Ok(())).await;
+        return finish_stream(session, status, ended, None);
     }
     let ended = match respond::start_stream(shared, &mut client, head).await {
         Ok(prefix) => {
@@ -208,25 +191,14 @@ async fn resumed(
         Ok::<(), Box<Error>>(())
     })
     .await;
-    ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
-    let mut client = PingoraClient::new(ds);
-    let written = match discarded {
-        Ok(Ok(())) => respond::start_stream(shared, &mut client, entry.head.clone()).await,
+    let ready = match discarded {
+        Ok(Ok(())) => Ok(()),
         _ => Err(WriteError::Closed),
     };
-    let ended = match written {
-        Ok(prefix) => {
-            resume_relay::consume(shared, &mut client, &entry, &attached, started, prefix).await
-        }
-        Err(e) => {
-            entry.detach(attached.generation, false, &shared.metrics);
-            Ended {
-                summary: StreamSummary::ended_early(shared, e.outcome(), 0),
-                error: None,
-                app_done: false,
-            }
-        }
-    };
+    ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
+    let mut client = PingoraClient::new(ds);
+    let ended =
+        resume_relay::serve_client(shared, &mut client, &entry, &attached, started, ready).await;
     finish_stream(session, status, ended, Some(attached.replayed))
 }
 
@@ -257,11 +229,7 @@ fn app_request(
     shared: &Shared,
     session: &Session,
 ) -> Result<RequestHeader, upstream_request::BadRequest> {
-    let default_host = shared.config.upstream.authority();
-    let resume_path = shared
-        .config
-        .is_resume_path(session.req_header().uri.path());
-    let fwd = Forwarding::of(session, true, &default_host, resume_path);
+    let fwd = Forwarding::of(session, true, &shared.config);
     upstream_request::upstream_request(session.req_header(), &fwd)
 }
 

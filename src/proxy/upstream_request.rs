@@ -4,6 +4,7 @@
 //! being done the same way whichever path a request took.
 
 use super::headers;
+use crate::config::Config;
 use http::header::{self, HeaderValue};
 use http::{Method, Version};
 use pingora_http::authority::{raw_target_authority, RawTargetAuthority};
@@ -16,10 +17,9 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) tls: bool,
     /// An SSE candidate: `Accept-Encoding` is removed so the app never compresses the stream.
     pub(crate) candidate: bool,
-    /// `Host` for a request that carries none (HTTP/1.0): the upstream's authority.
-    pub(crate) default_host: &'a str,
-    /// On a resumable path: a `Last-Event-ID` of the sidecar's becomes the app's own id.
-    pub(crate) resume_path: bool,
+    /// For the upstream's authority (the `Host` of a request that named none) and
+    /// `resume.paths` (where the sidecar's `Last-Event-ID`s become the app's own).
+    pub(crate) config: &'a Config,
 }
 
 impl Forwarding<'_> {
@@ -27,8 +27,7 @@ impl Forwarding<'_> {
     pub(crate) fn of<'a>(
         session: &pingora_proxy::Session,
         candidate: bool,
-        default_host: &'a str,
-        resume_path: bool,
+        config: &'a Config,
     ) -> Forwarding<'a> {
         Forwarding {
             client_ip: session
@@ -37,8 +36,7 @@ impl Forwarding<'_> {
                 .map(|a| a.ip()),
             tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
             candidate,
-            default_host,
-            resume_path,
+            config,
         }
     }
 }
@@ -99,12 +97,12 @@ pub(crate) fn prepare(
     join_cookies(req);
     origin_form(req)?;
     if !req.headers.contains_key(header::HOST) {
-        let _ = req.insert_header(header::HOST, fwd.default_host);
+        let _ = req.insert_header(header::HOST, fwd.config.upstream.authority());
     }
     if let Some(n) = max_forwards(req).filter(|n| *n > 0) {
         let _ = req.insert_header(header::MAX_FORWARDS, (n - 1).to_string());
     }
-    if fwd.resume_path {
+    if fwd.config.is_resume_path(client.uri.path()) {
         app_last_event_id(req);
     }
     headers::add_forwarding(req, fwd.client_ip, fwd.tls);
@@ -225,13 +223,20 @@ fn origin_form(req: &mut RequestHeader) -> Result<(), BadRequest> {
 mod tests {
     use super::*;
 
+    /// Upstream `app:3000`, every path resumable.
+    fn config() -> &'static Config {
+        static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+        CONFIG.get_or_init(|| {
+            Config::from_yaml("upstream: http://app:3000\nresume: {paths: [/]}\n").unwrap()
+        })
+    }
+
     fn fwd(candidate: bool) -> Forwarding<'static> {
         Forwarding {
             client_ip: Some("10.0.0.1".parse().unwrap()),
             tls: false,
             candidate,
-            default_host: "app:3000",
-            resume_path: true,
+            config: config(),
         }
     }
 
@@ -363,8 +368,11 @@ mod tests {
         assert!(values(&req.unwrap(), "last-event-id").is_empty());
         let theirs = upstream_request(&build("GET", b"/", &[("last-event-id", "42")]), &fwd(false));
         assert_eq!(values(&theirs.unwrap(), "last-event-id"), vec!["42"]);
-        let mut off = fwd(false);
-        off.resume_path = false;
+        let plain = Config::from_yaml("upstream: http://app:3000\n").unwrap();
+        let off = Forwarding {
+            config: &plain,
+            ..fwd(false)
+        };
         let req = upstream_request(&build("GET", b"/", &[("last-event-id", ours)]), &off);
         assert_eq!(values(&req.unwrap(), "last-event-id"), vec![ours]);
     }

@@ -42,13 +42,11 @@ pub(crate) async fn open_exchange(
     client_ip: Option<IpAddr>,
 ) -> Result<Exchange, ExchangeError> {
     let cfg = &shared.config;
-    let default_host = cfg.upstream.authority();
     let fwd = Forwarding {
         client_ip,
         tls: false,
         candidate: true,
-        default_host: &default_host,
-        resume_path: cfg.is_resume_path(req.header.uri.path()),
+        config: cfg,
     };
     let mut app_req = match upstream_request(&req.header, &fwd) {
         Ok(r) => r,

@@ -23,7 +23,7 @@ use crate::proxy::headers;
 use crate::proxy::http1::request::Request;
 use crate::proxy::resume::relay::{self as resume_relay, Lookup};
 use crate::proxy::shared::{Shared, StreamSlot};
-use crate::proxy::stream::{self, respond, Ended, Progress, StreamSummary};
+use crate::proxy::stream::{self, respond, Ended, Progress, StreamSummary, WriteError};
 use bytes::Bytes;
 use std::io;
 use std::sync::Arc;
@@ -245,20 +245,11 @@ async fn setup(
     let http11 = req.header.version == http::Version::HTTP_11;
     let keepalive = req.keepalive;
     let timeouts = &shared.config.timeouts;
-    let log_resumed = |status: u16, s: &StreamSummary, error: Option<&str>, replayed| {
-        access_log::Entry {
-            method: &log.method,
-            path: &log.path,
-            status,
-            kind: Kind::Sse,
-            started,
-            stream: Some(s),
-            error,
-            replayed,
-        }
-        .record(shared)
-    };
-    let done = |status: u16, kind: Kind, stream: Option<&StreamSummary>, error: Option<&str>| {
+    let logged = |status: u16,
+                  kind: Kind,
+                  stream: Option<&StreamSummary>,
+                  error: Option<&str>,
+                  replayed: Option<u64>| {
         access_log::Entry {
             method: &log.method,
             path: &log.path,
@@ -267,39 +258,28 @@ async fn setup(
             started,
             stream,
             error,
-            replayed: None,
+            replayed,
         }
         .record(shared)
+    };
+    let done = |status, kind, stream, error| logged(status, kind, stream, error, None);
+    // A resumable stream's line, and whether its client connection may carry another request.
+    let resumable = |status, ended: &Ended, replayed| {
+        let error = ended.error.as_deref();
+        logged(status, Kind::Sse, Some(&ended.summary), error, replayed);
+        ended.summary.outcome == Some(Outcome::Completed) && keepalive && http11
     };
 
     // A resume is answered from the stream's log; the app sees nothing of it.
     if let Lookup::Resume(entry, attached) = resume_relay::lookup(shared, &req.header) {
-        let discarded =
-            forward_request_body(shared, &mut sock, None, req.body, &mut buffered).await;
-        let status = entry.head.status.as_u16();
+        let ready = forward_request_body(shared, &mut sock, None, req.body, &mut buffered)
+            .await
+            .map_err(|_| WriteError::Closed);
         let mut client = LeanClient::new(&mut sock, http11, keepalive, timeouts.sse_write);
-        let ended = match respond::start_stream(shared, &mut client, entry.head.clone()).await {
-            Ok(prefix) if discarded.is_ok() => {
-                resume_relay::consume(shared, &mut client, &entry, &attached, started, prefix).await
-            }
-            _ => {
-                entry.detach(attached.generation, false, &shared.metrics);
-                let summary = StreamSummary::ended_early(shared, Outcome::ClientClosed, 0);
-                Ended {
-                    summary,
-                    error: None,
-                    app_done: false,
-                }
-            }
-        };
-        log_resumed(
-            status,
-            &ended.summary,
-            ended.error.as_deref(),
-            Some(attached.replayed),
-        );
-        let clean = ended.summary.outcome == Some(Outcome::Completed);
-        let reuse = clean && keepalive && http11;
+        let ended =
+            resume_relay::serve_client(shared, &mut client, &entry, &attached, started, ready)
+                .await;
+        let reuse = resumable(entry.head.status.as_u16(), &ended, Some(attached.replayed));
         return Setup::Done(reuse.then_some((sock, compact(buffered))));
     }
 
@@ -345,28 +325,13 @@ async fn setup(
     // A resumable stream: a producer reads the app into the stream's log, and this
     // connection is its first consumer.
     if let Some((entry, first)) = resume_relay::open(shared, &req.header, &head) {
-        let mut client = LeanClient::new(&mut sock, http11, keepalive, timeouts.sse_write);
-        let written = respond::start_stream(shared, &mut client, head).await;
         let wrote_prefix = shared.open_block.is_some();
         resume_relay::spawn_producer(shared.clone(), entry.clone(), app, wrote_prefix);
-        let ended = match written {
-            Ok(prefix) => {
-                resume_relay::consume(shared, &mut client, &entry, &first, started, prefix).await
-            }
-            Err(e) => {
-                // Gone before its head: the stream parks all the same.
-                entry.detach(first.generation, false, &shared.metrics);
-                let summary = StreamSummary::ended_early(shared, e.outcome(), 0);
-                Ended {
-                    summary,
-                    error: None,
-                    app_done: false,
-                }
-            }
-        };
-        log_resumed(status, &ended.summary, ended.error.as_deref(), None);
-        let clean = ended.summary.outcome == Some(Outcome::Completed);
-        return Setup::Done((clean && keepalive && http11).then_some((sock, buffered)));
+        let mut client = LeanClient::new(&mut sock, http11, keepalive, timeouts.sse_write);
+        let ended =
+            resume_relay::serve_client(shared, &mut client, &entry, &first, started, Ok(())).await;
+        let reuse = resumable(status, &ended, None);
+        return Setup::Done(reuse.then_some((sock, buffered)));
     }
 
     let mut client = LeanClient::new(&mut sock, http11, keepalive, timeouts.sse_write);

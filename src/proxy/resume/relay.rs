@@ -16,7 +16,9 @@
 use super::store::{Attached, End, Entry, Store};
 use crate::metrics::{Outcome, ResumeResult};
 use crate::proxy::shared::Shared;
-use crate::proxy::stream::{self, AppBody, Body, Client, Ended, Progress, WriteError};
+use crate::proxy::stream::{
+    self, respond, AppBody, Body, Client, Ended, Progress, StreamSummary, WriteError,
+};
 use crate::proxy::upstream_error::{Failure, UpstreamError};
 use crate::sse::resume_id::ResumeId;
 use crate::sse::Framer;
@@ -223,10 +225,39 @@ fn finish(entry: &Entry, end: End) {
     entry.changed.notify_waiters();
 }
 
+/// One client connection's share of a resumable stream: its head (again, for a resume) with
+/// the opening block, then [`consume`] from `attached.from`. `ready`: the request is fully
+/// read; when it is not (the client left while its body was read) or the head cannot be
+/// written, the client is gone before its first byte and the stream parks at once.
+pub(crate) async fn serve_client<C: Client + Send>(
+    shared: &Shared,
+    client: &mut C,
+    entry: &Arc<Entry>,
+    attached: &Attached,
+    request_started: Instant,
+    ready: Result<(), WriteError>,
+) -> Ended {
+    let written = match ready {
+        Ok(()) => respond::start_stream(shared, client, entry.head.clone()).await,
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(prefix) => consume(shared, client, entry, attached, request_started, prefix).await,
+        Err(e) => {
+            entry.detach(attached.generation, false, &shared.metrics);
+            Ended {
+                summary: StreamSummary::ended_early(shared, e.outcome(), 0),
+                error: None,
+                app_done: false,
+            }
+        }
+    }
+}
+
 /// Runs one client connection of a resumable stream whose head (and `prefix` bytes of the
 /// opening block) it has written, from `attached.from`. The stream parks when the client
 /// leaves and is over when a client received its end.
-pub(crate) async fn consume<C: Client + Send>(
+async fn consume<C: Client + Send>(
     shared: &Shared,
     client: &mut C,
     entry: &Arc<Entry>,
