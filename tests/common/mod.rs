@@ -97,13 +97,24 @@ pub async fn wait_for<T, F: FnMut() -> Option<T>>(deadline: Duration, what: &str
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound on port 0, then released).
+/// A free TCP port on 127.0.0.1 (bound on port 0, then released), never one this test process
+/// was handed before: the kernel may give a just-released port out again at once, and a test
+/// that asks for two (a proxy listener and a metrics listener) must not get the same twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind 127.0.0.1:0")
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no port on 127.0.0.1 that this test process has not used yet in 1000 tries");
 }
 
 /// Waits until something accepts TCP connections on `addr`.
