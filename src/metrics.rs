@@ -177,6 +177,8 @@ pub(crate) struct Metrics {
     resume_buffer_bytes: IntGauge,
     resume_unbuffered_total: IntCounter,
     learned_routes: IntGauge,
+    /// The registry, for the series of optional parts (the shared resume store's).
+    pub(crate) registry: Registry,
 }
 
 /// How a resume attempt went: the `result` label of `sse_sidecar_resumes_total`.
@@ -365,6 +367,7 @@ impl Metrics {
             resume_buffer_bytes,
             resume_unbuffered_total,
             learned_routes,
+            registry: registry.clone(),
         })
     }
 

@@ -62,10 +62,15 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     let readiness = Arc::new(Readiness::new());
 
     let drain_window = config.shutdown.drain_window;
+    // With a shared resume store, streams are handed off for up to the hand-off timeout.
+    let handoff = match config.resume.redis {
+        Some(_) if !config.resume.paths.is_empty() => config.shutdown.handoff_timeout.as_secs() + 3,
+        _ => 0,
+    };
     let mut conf = ServerConf {
         threads: config.threads,
         // The drain service exits as soon as streams are closed; these are only upper bounds.
-        grace_period_seconds: Some(drain_window.as_secs() * 2 + 3),
+        grace_period_seconds: Some(drain_window.as_secs() * 2 + 3 + handoff),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
@@ -140,6 +145,9 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
             on_drain,
         },
     ));
+    if let Some(redis) = shared.resume.as_ref().and_then(|s| s.redis.clone()) {
+        server.add_service(background_service("resume-store", redis.service()));
+    }
     server.add_service(background_service(
         "malloc-trim",
         TrimService {

@@ -30,6 +30,7 @@ pub const KEYS: &[&str] = &[
     "sse.on_upstream_error",
     "shutdown.drain_window",
     "shutdown.retry",
+    "shutdown.handoff_timeout",
     "limits.max_streams",
     "limits.max_stream_duration",
     "limits.header_read_timeout",
@@ -39,6 +40,9 @@ pub const KEYS: &[&str] = &[
     "resume.max_total_bytes",
     "resume.cookies",
     "resume.store",
+    "resume.redis.key_prefix",
+    "resume.redis.timeout",
+    "resume.redis.connect_timeout",
     "probe.enabled",
     "probe.path",
     "probe.token",
@@ -46,7 +50,15 @@ pub const KEYS: &[&str] = &[
     "probe.max_duration",
 ];
 
-const SECTIONS: &[&str] = &["sse", "shutdown", "limits", "resume", "probe"];
+/// Mappings whose keys are `section.key` (`resume.redis` nests in `resume`).
+const SECTIONS: &[&str] = &[
+    "sse",
+    "shutdown",
+    "limits",
+    "resume",
+    "resume.redis",
+    "probe",
+];
 
 /// Where a value came from; named in error messages so users know what to fix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,31 +107,34 @@ impl Raw {
                 return raw;
             }
         };
-        for (k, v) in top {
-            let Some(k) = key_name(&k, "", problems) else {
+        raw.read_mapping(top, "", problems);
+        raw
+    }
+
+    /// Reads the keys of one mapping, `within` a section (`""` at the top level).
+    fn read_mapping(&mut self, m: serde_yaml::Mapping, within: &str, problems: &mut Vec<String>) {
+        for (k, v) in m {
+            let Some(k) = key_name(&k, within, problems) else {
                 continue;
             };
-            if SECTIONS.contains(&k.as_str()) {
+            let path = if within.is_empty() {
+                k
+            } else {
+                format!("{within}.{k}")
+            };
+            if SECTIONS.contains(&path.as_str()) {
                 match v {
                     Value::Null => {}
-                    Value::Mapping(section) => {
-                        for (sk, sv) in section {
-                            let Some(sk) = key_name(&sk, &k, problems) else {
-                                continue;
-                            };
-                            raw.set_known(&format!("{k}.{sk}"), sv, Source::File, problems);
-                        }
-                    }
+                    Value::Mapping(section) => self.read_mapping(section, &path, problems),
                     other => problems.push(format!(
-                        "{k}: expected a mapping of keys, found {}",
+                        "{path}: expected a mapping of keys, found {}",
                         kind(&other)
                     )),
                 }
             } else {
-                raw.set_known(&k, v, Source::File, problems);
+                self.set_known(&path, v, Source::File, problems);
             }
         }
-        raw
     }
 
     fn set_known(&mut self, path: &str, v: Value, source: Source, problems: &mut Vec<String>) {

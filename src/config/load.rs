@@ -6,7 +6,7 @@
 use super::file::{kind, scalar, Raw, Source};
 use super::{
     duration, size, Config, ConfigError, Limits, Listener, LogFormat, OnUpstreamError, Overrides,
-    Probe, Resume, Shutdown, Sse, Timeouts, Tls, Upstream,
+    Probe, Redis, Resume, Shutdown, Sse, Timeouts, Tls, Upstream,
 };
 use serde_yaml::{Mapping, Value};
 use std::net::SocketAddr;
@@ -530,6 +530,7 @@ impl Validator<'_> {
         let shutdown = Shutdown {
             drain_window: self.duration("shutdown.drain_window", Duration::from_secs(10)),
             retry: self.duration("shutdown.retry", Duration::from_secs(1)),
+            handoff_timeout: self.duration("shutdown.handoff_timeout", Duration::from_secs(120)),
         };
         let limits = Limits {
             max_streams: self.number("limits.max_streams", 10_000, 10_000_000),
@@ -552,17 +553,8 @@ impl Validator<'_> {
             max_bytes: self.size("resume.max_bytes", 1 << 20),
             max_total_bytes: self.size("resume.max_total_bytes", 256 << 20),
             cookies: self.names("resume.cookies"),
+            redis: self.redis(),
         };
-        if let Some((s, v, source)) = self.text("resume.store") {
-            if s != "memory" {
-                self.bad(
-                    "resume.store",
-                    &v,
-                    source,
-                    "memory (a shared store is not available yet)",
-                );
-            }
-        }
         if resume.max_bytes > resume.max_total_bytes {
             self.problems.push(format!(
                 "resume.max_bytes ({}) is larger than resume.max_total_bytes ({})",
@@ -583,6 +575,52 @@ impl Validator<'_> {
             limits,
             resume,
             probe,
+        })
+    }
+
+    /// `resume.store` and `resume.redis.*`: `None` for the memory store.
+    fn redis(&mut self) -> Option<Redis> {
+        let key_prefix = match self.text("resume.redis.key_prefix") {
+            None => "sse-sidecar:".to_string(),
+            Some((s, v, source)) => {
+                if s.is_empty()
+                    || s.bytes()
+                        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+                {
+                    self.bad(
+                        "resume.redis.key_prefix",
+                        &v,
+                        source,
+                        "a non-empty prefix without spaces or control characters",
+                    );
+                }
+                s
+            }
+        };
+        let timeout = self.positive_duration("resume.redis.timeout", Duration::from_secs(1));
+        let connect_timeout =
+            self.positive_duration("resume.redis.connect_timeout", Duration::from_secs(2));
+        let (url, v, source) = self.text("resume.store")?;
+        if url == "memory" {
+            return None;
+        }
+        let expected = "memory, or a Redis URL: redis://host:port/db or rediss://host:port/db";
+        match redis::parse_redis_url(&url) {
+            Some(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => {}
+            _ => {
+                self.bad("resume.store", &v, source, expected);
+                return None;
+            }
+        }
+        if redis::Client::open(url.as_str()).is_err() {
+            self.bad("resume.store", &v, source, expected);
+            return None;
+        }
+        Some(Redis {
+            url,
+            key_prefix,
+            timeout,
+            connect_timeout,
         })
     }
 

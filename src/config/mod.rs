@@ -129,6 +129,9 @@ pub(crate) struct Sse {
 pub struct Shutdown {
     pub(crate) drain_window: Duration,
     pub(crate) retry: Duration,
+    /// With a shared resume store: how long a draining process keeps relaying the app's
+    /// resumable streams into the store after their clients were closed.
+    pub(crate) handoff_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +152,20 @@ pub(crate) struct Resume {
     pub(crate) max_total_bytes: usize,
     /// Cookies that identify the client; empty: the whole `Cookie` header.
     pub(crate) cookies: Vec<String>,
+    /// The shared store (`resume.store: redis://…`); `None`: memory only.
+    pub(crate) redis: Option<Redis>,
+}
+
+/// `resume.store: redis://host:port/db` (or `rediss://`) and `resume.redis.*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Redis {
+    pub(crate) url: String,
+    /// Prefix of every key the sidecar writes.
+    pub(crate) key_prefix: String,
+    /// Bound on one command (a lookup, a pipelined write, a ping).
+    pub(crate) timeout: Duration,
+    /// Bound on connecting (and reconnecting).
+    pub(crate) connect_timeout: Duration,
 }
 
 /// The probe stream (`probe.*`): a diagnostic event stream the sidecar serves itself, for
@@ -286,6 +303,10 @@ impl Config {
         let mut shutdown = Mapping::new();
         shutdown.insert("drain_window".into(), d(self.shutdown.drain_window).into());
         shutdown.insert("retry".into(), d(self.shutdown.retry).into());
+        shutdown.insert(
+            "handoff_timeout".into(),
+            d(self.shutdown.handoff_timeout).into(),
+        );
         top.insert("shutdown".into(), Value::Mapping(shutdown));
         let mut limits = Mapping::new();
         limits.insert(
@@ -314,7 +335,19 @@ impl Config {
             size::format(self.resume.max_total_bytes).into(),
         );
         resume.insert("cookies".into(), list(&self.resume.cookies));
-        resume.insert("store".into(), "memory".into());
+        match &self.resume.redis {
+            None => {
+                resume.insert("store".into(), "memory".into());
+            }
+            Some(r) => {
+                resume.insert("store".into(), r.url.clone().into());
+                let mut redis = Mapping::new();
+                redis.insert("key_prefix".into(), r.key_prefix.clone().into());
+                redis.insert("timeout".into(), d(r.timeout).into());
+                redis.insert("connect_timeout".into(), d(r.connect_timeout).into());
+                resume.insert("redis".into(), Value::Mapping(redis));
+            }
+        }
         top.insert("resume".into(), Value::Mapping(resume));
         let mut probe = Mapping::new();
         let on_off = |b: bool| if b { "on" } else { "off" };

@@ -21,6 +21,10 @@ pub(crate) struct Drain {
     /// closes between two of its ticks is still seen.
     high_water: AtomicUsize,
     draining: AtomicBool,
+    /// When the drain started.
+    started: std::sync::OnceLock<Instant>,
+    /// Streams this process still relays into the shared resume store for other replicas.
+    handoffs: Arc<AtomicUsize>,
     /// The tasks waiting for the drain, one slot per [`DrainSignal`] that has been polled.
     waiters: Mutex<Waiters>,
     pub(crate) config: Shutdown,
@@ -42,12 +46,23 @@ impl Drop for InFlight {
     }
 }
 
+/// Counts a stream handed off to the shared resume store until dropped.
+pub(crate) struct Handoff(Arc<AtomicUsize>);
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Drain {
     pub(crate) fn new(config: Shutdown) -> Drain {
         Drain {
             in_flight: Arc::new(AtomicUsize::new(0)),
             high_water: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            started: std::sync::OnceLock::new(),
+            handoffs: Arc::new(AtomicUsize::new(0)),
             waiters: Mutex::default(),
             config,
         }
@@ -61,6 +76,22 @@ impl Drain {
 
     pub(crate) fn in_flight_count(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// A resumable stream with a shared store: on a drain, the process waits for it until
+    /// [`Drain::handoff_deadline`].
+    pub(crate) fn handoff(&self) -> Handoff {
+        self.handoffs.fetch_add(1, Ordering::AcqRel);
+        Handoff(self.handoffs.clone())
+    }
+
+    pub(crate) fn handoff_count(&self) -> usize {
+        self.handoffs.load(Ordering::Acquire)
+    }
+
+    /// The drain's start plus `shutdown.handoff_timeout` (from now before the drain).
+    pub(crate) fn handoff_deadline(&self) -> Instant {
+        *self.started.get().unwrap_or(&Instant::now()) + self.config.handoff_timeout
     }
 
     /// The highest in-flight count since the last call, which restarts from `now`.
@@ -83,6 +114,7 @@ impl Drain {
 
     /// Starts draining and wakes every stream waiting for it.
     pub(crate) fn start(&self) {
+        let _ = self.started.set(Instant::now());
         self.draining.store(true, Ordering::Release);
         let wakers: Vec<Waker> = {
             let mut w = self.lock_waiters();
@@ -194,19 +226,34 @@ impl BackgroundService for DrainService {
         );
         (self.on_drain)();
         drain.start();
-        // Streams finish their current event first, bounded by one more window.
+        // Streams finish their current event first, bounded by one more window; streams
+        // handed off to the shared resume store run until their app ends them, bounded by
+        // the hand-off timeout.
         let hard = started + window * 2 + Duration::from_secs(1);
+        let handoff_hard = drain.handoff_deadline() + Duration::from_secs(2);
         let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut logged = false;
         loop {
             tick.tick().await;
+            let now = Instant::now();
             let left = drain.in_flight_count();
-            if left == 0 || Instant::now() >= hard {
+            let handoffs = drain.handoff_count();
+            let clients_done = left == 0 || now >= hard;
+            if clients_done && (handoffs == 0 || now >= handoff_hard) {
                 info!(
                     left,
+                    handoffs,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "drain complete, exiting"
                 );
                 std::process::exit(0);
+            }
+            if clients_done && !logged {
+                logged = true;
+                info!(
+                    handoffs,
+                    "clients drained; relaying handed-off streams into the resume store"
+                );
             }
         }
     }

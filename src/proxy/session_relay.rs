@@ -73,7 +73,9 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
         }
     };
     // A resume is answered from the stream's log; the app sees nothing of it.
-    if let Lookup::Resume(entry, attached) = resume_relay::lookup(shared, session.req_header()) {
+    if let Lookup::Resume(entry, attached) =
+        resume_relay::lookup(shared, session.req_header()).await
+    {
         return resumed(shared, session, started, entry, attached).await;
     }
     let mut app = match exchange(shared, session, &req).await {

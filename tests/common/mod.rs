@@ -23,6 +23,8 @@
 //! - [`node`]: the Node scripts of tests/browser/: where they are, whether their packages are
 //!   installed, and the switch that skips them.
 //! - [`cutter`]: a TCP proxy that resets its connections on a schedule (a flaky network).
+//! - [`redis`]: a real `redis-server` on a free port, stopped and restarted at will.
+//! - [`resume`]: opening, resuming and checking resumed streams.
 //!
 //! Times are nanoseconds since one process-wide epoch ([`now_ns`]), so the origin's stamp in an
 //! event and the client's arrival time can be subtracted.
@@ -38,6 +40,8 @@ pub mod node;
 pub mod origin;
 pub mod process;
 pub mod raw_origin;
+pub mod redis;
+pub mod resume;
 pub mod sidecar;
 pub mod sse;
 

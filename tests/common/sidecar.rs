@@ -230,6 +230,11 @@ impl Sidecar {
         self.proc.signal(libc::SIGTERM);
     }
 
+    /// Kills the process at once, as the OOM killer or a node failure would.
+    pub fn sigkill(&self) {
+        self.proc.signal(libc::SIGKILL);
+    }
+
     pub fn sigint(&self) {
         self.proc.signal(libc::SIGINT);
     }

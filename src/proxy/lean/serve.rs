@@ -271,7 +271,7 @@ async fn setup(
     };
 
     // A resume is answered from the stream's log; the app sees nothing of it.
-    if let Lookup::Resume(entry, attached) = resume_relay::lookup(shared, &req.header) {
+    if let Lookup::Resume(entry, attached) = resume_relay::lookup(shared, &req.header).await {
         let ready = forward_request_body(shared, &mut sock, None, req.body, &mut buffered)
             .await
             .map_err(|_| WriteError::Closed);

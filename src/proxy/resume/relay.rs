@@ -12,6 +12,11 @@
 //!
 //! A client that resumes while an older connection is still attached takes the stream over:
 //! the older consumer sees its client as gone and its connection is closed.
+//!
+//! The producer reads a [`Source`]: the app's body ([`AppSource`], mirrored into the shared
+//! store when there is one), or, for a stream of another replica resumed here, the shared
+//! store ([`super::redis::Follow`]). Either way the consumers, the grace and the budget are
+//! the same code.
 
 use super::store::{Attached, End, Entry, Store};
 use crate::metrics::{Outcome, ResumeResult};
@@ -24,6 +29,7 @@ use crate::sse::resume_id::ResumeId;
 use crate::sse::Framer;
 use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,8 +44,9 @@ pub(crate) enum Lookup {
     Resume(Arc<Entry>, Attached),
 }
 
-/// Matches a request to the stream its `Last-Event-ID` names (see [`ResumeResult`]).
-pub(crate) fn lookup(shared: &Shared, req: &RequestHeader) -> Lookup {
+/// Matches a request to the stream its `Last-Event-ID` names (see [`ResumeResult`]): in this
+/// replica's store, else in the shared one.
+pub(crate) async fn lookup(shared: &Arc<Shared>, req: &RequestHeader) -> Lookup {
     let Some(store) = shared.resume.as_deref() else {
         return Lookup::NotOurs;
     };
@@ -54,7 +61,10 @@ pub(crate) fn lookup(shared: &Shared, req: &RequestHeader) -> Lookup {
         return Lookup::NotOurs;
     };
     let result = match store.find(id.token) {
-        None => ResumeResult::Unknown,
+        None => match &store.redis {
+            Some(redis) => return super::redis::lookup(shared, store, redis, &id, req).await,
+            None => ResumeResult::Unknown,
+        },
         Some(entry) if !store.same_client(&entry, req) => ResumeResult::Denied,
         Some(entry) => match entry.attach(id.seq, &shared.metrics) {
             Some(attached) => {
@@ -81,6 +91,11 @@ pub(crate) fn open(
     if !shared.config.is_resume_path(req.uri.path()) {
         return None;
     }
+    // With the shared store away, a new stream could not be resumed elsewhere: it goes
+    // without resume until the store is back.
+    if store.redis.as_ref().is_some_and(|r| !r.is_up()) {
+        return None;
+    }
     let entry = store.open(req, head.clone())?;
     let first = Attached {
         generation: 1,
@@ -98,95 +113,258 @@ pub(crate) fn spawn_producer<A: AppBody + Send + 'static>(
     app: A,
     wrote_prefix: bool,
 ) {
-    tokio::spawn(produce(shared, entry, app, wrote_prefix));
+    let mirror = shared
+        .resume
+        .as_ref()
+        .and_then(|s| s.redis.as_ref())
+        .map(|redis| redis.mirror(&entry));
+    let source = AppSource {
+        framer: Framer::stamping(wrote_prefix, entry.token.clone()),
+        app: Some(app),
+        mirror,
+        shared: shared.clone(),
+    };
+    tokio::spawn(produce(shared, entry, source));
 }
 
-async fn produce<A: AppBody + Send>(
+/// Bytes for a stream's log and the events they complete: (seq, offset just past the event).
+pub(crate) struct Framed {
+    pub bytes: Bytes,
+    pub ends: Vec<(u64, usize)>,
+}
+
+/// How a stream's producer stopped, for its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Over {
+    /// Its end reached a client.
+    Delivered,
+    /// Its client closed it on purpose.
+    Cancelled,
+    /// Nobody resumed it within the grace, or the budget needed its room.
+    GivenUp,
+    /// The app's end is stored; this process is draining and leaves it to other replicas.
+    HandedOff,
+}
+
+/// What a producer reads into a stream's log.
+pub(crate) trait Source: Send {
+    /// The next bytes, `None` at a clean end. Cancel-safe.
+    fn next(&mut self) -> impl Future<Output = Result<Option<Framed>, UpstreamError>> + Send;
+
+    /// The stream has been parked for its grace: whether a client on another replica still
+    /// follows it (the grace then starts again).
+    fn followed_elsewhere(&mut self) -> impl Future<Output = bool> + Send {
+        std::future::ready(false)
+    }
+
+    /// Whether this process, draining, keeps reading the source into the shared store until
+    /// it ends (`shutdown.handoff_timeout`).
+    fn hands_off(&self) -> bool {
+        false
+    }
+
+    /// The stream is over here; once, before the producer stops.
+    fn over(&mut self, how: Over) -> impl Future<Output = ()> + Send {
+        let _ = how;
+        std::future::ready(())
+    }
+}
+
+/// The app's body, stamped with the sidecar's ids, mirrored into the shared store if any.
+struct AppSource<A> {
+    framer: Framer,
+    /// `None` once its body ended (or failed).
+    app: Option<A>,
+    mirror: Option<super::redis::Mirror>,
     shared: Arc<Shared>,
-    entry: Arc<Entry>,
-    mut app: A,
-    wrote_prefix: bool,
-) {
+}
+
+impl<A: AppBody + Send> Source for AppSource<A> {
+    async fn next(&mut self) -> Result<Option<Framed>, UpstreamError> {
+        let Some(app) = self.app.as_mut() else {
+            return Ok(None);
+        };
+        match app.next().await {
+            Ok(Some(bytes)) => {
+                let framed = frame(&mut self.framer, bytes);
+                if let Some(m) = &mut self.mirror {
+                    m.push(&framed);
+                }
+                Ok(Some(framed))
+            }
+            Ok(None) => {
+                // The app's connection closes now.
+                self.app = None;
+                let rest = self.framer.finish();
+                if let Some(m) = &mut self.mirror {
+                    m.end(rest.clone(), None);
+                }
+                Ok((!rest.is_empty()).then_some(Framed {
+                    bytes: rest,
+                    ends: Vec::new(),
+                }))
+            }
+            Err(e) => {
+                self.app = None;
+                self.shared.metrics.upstream_error(e.failure.reason());
+                if let Some(m) = &mut self.mirror {
+                    m.end(Bytes::new(), Some(&e));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn followed_elsewhere(&mut self) -> bool {
+        match &self.mirror {
+            Some(m) => m.followed_elsewhere().await,
+            None => false,
+        }
+    }
+
+    fn hands_off(&self) -> bool {
+        self.mirror.is_some()
+    }
+
+    async fn over(&mut self, how: Over) {
+        // The app's connection closes now: its body is over, or nobody will read it.
+        self.app = None;
+        if let Some(m) = self.mirror.take() {
+            m.over(how).await;
+        }
+    }
+}
+
+/// Stamps the app's `bytes` and numbers the events they complete.
+fn frame(framer: &mut Framer, bytes: Bytes) -> Framed {
+    let fwd = framer.forward(bytes);
+    let seq = framer.seq().unwrap_or(0);
+    let ends = framer.event_ends();
+    let first = seq + 1 - ends.len() as u64;
+    let ends = ends
+        .iter()
+        .enumerate()
+        .map(|(i, at)| (first + i as u64, *at))
+        .collect();
+    Framed {
+        bytes: fwd.bytes,
+        ends,
+    }
+}
+
+/// Starts a producer reading `source` into `entry` (a stream followed from the shared store).
+pub(crate) fn spawn_source<S: Source + 'static>(shared: Arc<Shared>, entry: Arc<Entry>, source: S) {
+    tokio::spawn(produce(shared, entry, source));
+}
+
+async fn produce<S: Source>(shared: Arc<Shared>, entry: Arc<Entry>, mut source: S) {
     let Some(store) = shared.resume.clone() else {
         return;
     };
     let (grace, max_bytes) = (store.config().grace, store.config().max_bytes);
     let started = Instant::now();
-    let mut framer = Framer::stamping(wrote_prefix, entry.token.clone());
+    // Draining, a stream with a shared store stays until its source ends: its clients resume
+    // on other replicas. The process waits for it (bounded by the hand-off timeout).
+    let drain = &shared.drain;
+    let hands_off = source.hands_off();
+    let _handoff = hands_off.then(|| drain.handoff());
+    let handoff_deadline = || (hands_off && drain.is_draining()).then(|| drain.handoff_deadline());
 
-    // Until the app's body ends or fails, or the stream is given up.
-    let mut given_up = loop {
+    // Until the source ends or fails, or the stream is given up.
+    let mut over = loop {
         let mut changed = pin!(entry.changed.notified());
         changed.as_mut().enable();
+        let handoff = handoff_deadline();
         let (lagging, expires, evicted, cancelled) = {
             let st = entry.lock();
             let behind = (st.log.end - st.consumer_at) as usize;
             let lagging = st.attached.is_some() && behind >= max_bytes;
-            let expires = st.parked_since.map(|t| t + grace);
+            let expires = handoff.or(st.parked_since.map(|t| t + grace));
             (lagging, expires, st.evicted, st.cancelled)
         };
         if cancelled {
-            break false;
+            break Some(Over::Cancelled);
         }
-        if evicted || expires.is_some_and(|t| Instant::now() >= t) {
-            break true;
+        if evicted {
+            break Some(Over::GivenUp);
+        }
+        if expires.is_some_and(|t| Instant::now() >= t) {
+            if handoff.is_none() && source.followed_elsewhere().await {
+                // A client on another replica follows it: a new grace.
+                let mut st = entry.lock();
+                if st.parked_since.is_some() {
+                    st.parked_since = Some(Instant::now());
+                }
+                continue;
+            }
+            break Some(Over::GivenUp);
         }
         tokio::select! {
             biased;
             // A client attached, left or took over; the stream was given up.
             () = &mut changed => {}
-            // The attached client read some: read the app again.
+            // The drain started: the hand-off deadline replaces the grace.
+            () = drain.signal(), if handoff.is_none() && hands_off => {}
+            // The attached client read some: read the source again.
             () = entry.space.notified(), if lagging => {}
             // The grace of a parked stream ran out.
             () = sleep_until(expires) => {}
-            chunk = app.next(), if !lagging => match chunk {
-                Ok(Some(bytes)) => append(&store, &entry, &mut framer, bytes, max_bytes),
+            chunk = source.next(), if !lagging => match chunk {
+                Ok(Some(framed)) => append(&store, &entry, framed, max_bytes),
                 Ok(None) => {
-                    let rest = framer.finish();
-                    append(&store, &entry, &mut framer, rest, max_bytes);
                     finish(&entry, End::Clean);
-                    break false;
+                    break None;
                 }
                 Err(e) => {
-                    shared.metrics.upstream_error(e.failure.reason());
                     finish(&entry, End::Failed(e.failure, e.detail));
-                    break false;
+                    break None;
                 }
             }
         }
     };
-    // The app's connection closes now: its body is over, or nobody will read it.
-    drop(app);
 
-    // The end waits in the log for a client, until one receives it or the grace runs out.
-    while !given_up {
+    // The end waits in the log for a client, until one receives it or the grace runs out
+    // (while draining with a shared store, the end is there for other replicas).
+    while over.is_none() {
         let mut changed = pin!(entry.changed.notified());
         changed.as_mut().enable();
         let expires = {
             let st = entry.lock();
-            if st.end_delivered || st.cancelled {
+            if st.end_delivered {
+                over = Some(Over::Delivered);
+                break;
+            }
+            if st.cancelled {
+                over = Some(Over::Cancelled);
                 break;
             }
             if st.evicted {
-                given_up = true;
+                over = Some(Over::GivenUp);
                 break;
             }
             st.parked_since.map(|t| t + grace)
         };
+        if hands_off && drain.is_draining() {
+            over = Some(Over::HandedOff);
+            break;
+        }
         if expires.is_some_and(|t| Instant::now() >= t) {
-            given_up = true;
+            over = Some(Over::GivenUp);
             break;
         }
         tokio::select! {
             () = &mut changed => {}
+            () = drain.signal(), if hands_off => {}
             () = sleep_until(expires) => {}
         }
     }
-    if given_up {
+    let over = over.unwrap_or(Over::GivenUp);
+    if over == Over::GivenUp {
         shared
             .metrics
             .stream_finished(Outcome::ParkedExpired, started.elapsed());
     }
+    source.over(over).await;
     store.remove(&entry);
 }
 
@@ -198,21 +376,12 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Frames the app's bytes into the log, drops what the bound says, wakes the consumer.
-fn append(store: &Store, entry: &Entry, framer: &mut Framer, bytes: Bytes, max_bytes: usize) {
-    let fwd = framer.forward(bytes);
-    let seq = framer.seq().unwrap_or(0);
-    let ends = framer.event_ends();
-    let first = seq + 1 - ends.len() as u64;
-    let ends: Vec<(u64, usize)> = ends
-        .iter()
-        .enumerate()
-        .map(|(i, at)| (first + i as u64, *at))
-        .collect();
-    let added = fwd.bytes.len();
+/// Puts bytes into the log, drops what the bound says, wakes the consumer.
+fn append(store: &Store, entry: &Entry, framed: Framed, max_bytes: usize) {
+    let added = framed.bytes.len();
     let dropped = {
         let mut st = entry.lock();
-        st.log.push(fwd.bytes, &ends);
+        st.log.push(framed.bytes, &framed.ends);
         let keep = st.attached.map(|_| st.consumer_at);
         st.log.trim(max_bytes, keep)
     };
@@ -427,10 +596,15 @@ mod tests {
                     let (a, b) = event.split_at(event.len() - 1);
                     for part in [a, b] {
                         let bytes = Bytes::copy_from_slice(part.as_bytes());
-                        append(&store, &entry, &mut framer, bytes, 1 << 20);
+                        append(&store, &entry, frame(&mut framer, bytes), 1 << 20);
                     }
                 } else {
-                    append(&store, &entry, &mut framer, Bytes::from(event), 1 << 20);
+                    append(
+                        &store,
+                        &entry,
+                        frame(&mut framer, Bytes::from(event)),
+                        1 << 20,
+                    );
                 }
             }
             entry.detach(1, false, &metrics);

@@ -2,6 +2,10 @@
 //! sidecar's ids in them) as a log of whole events bounded by `resume.max_bytes`, who is
 //! attached to it, and how it ended. All streams together are bounded by
 //! `resume.max_total_bytes`: past it the streams parked longest are given up first.
+//!
+//! With a shared store (`resume.store: redis://…`, [`super::redis`]) the same entries hold
+//! this replica's streams, mirrored into Redis as they are written, and the streams of other
+//! replicas that a client resumed here, followed from Redis.
 
 use crate::config::Resume;
 use crate::metrics::Metrics;
@@ -9,7 +13,6 @@ use crate::proxy::upstream_error::{Failure, UpstreamError};
 use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -20,18 +23,21 @@ pub(crate) struct Store {
     /// Bytes held by every stream's log.
     total: AtomicUsize,
     config: Resume,
-    /// Keys the credential hashes, so they cannot be precomputed from outside.
-    key: std::collections::hash_map::RandomState,
     metrics: Arc<Metrics>,
+    /// The shared store, when `resume.store` names one.
+    pub(crate) redis: Option<Arc<super::redis::Redis>>,
 }
+
+/// A keyed hash of a client's credentials for one stream (see [`Store::credentials`]).
+pub(crate) type Credentials = [u8; 32];
 
 /// One resumable stream.
 pub(crate) struct Entry {
     pub token: String,
     /// Hash of the credentials of the client that opened it.
-    credentials: u64,
+    pub(super) credentials: Credentials,
     /// The request target (path and query) it was opened for.
-    target: Vec<u8>,
+    pub(super) target: Vec<u8>,
     /// The app's response head, for a resumed connection.
     pub head: ResponseHeader,
     state: Mutex<State>,
@@ -168,8 +174,11 @@ impl Store {
         Store {
             streams: Mutex::default(),
             total: AtomicUsize::new(0),
+            redis: config
+                .redis
+                .clone()
+                .map(|r| super::redis::Redis::new(r, &config, metrics.clone())),
             config,
-            key: std::collections::hash_map::RandomState::new(),
             metrics,
         }
     }
@@ -183,9 +192,11 @@ impl Store {
         self.streams.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The hash of what identifies a client: `Authorization`, and the cookies named in
-    /// `resume.cookies` (the whole `Cookie` header when the list is empty).
-    pub(crate) fn credentials(&self, req: &RequestHeader) -> u64 {
+    /// The hash of what identifies a client of the stream `token`: `Authorization`, and the
+    /// cookies named in `resume.cookies` (the whole `Cookie` header when the list is empty).
+    /// An HMAC keyed by the stream's secret token: the same on every replica, and it cannot be
+    /// precomputed by anyone who does not hold the token.
+    pub(crate) fn credentials(&self, req: &RequestHeader, token: &str) -> Credentials {
         let auth = req
             .headers
             .get(http::header::AUTHORIZATION)
@@ -212,40 +223,65 @@ impl Store {
             picked.sort_unstable();
             picked.join(&b"; "[..])
         };
-        self.key.hash_one((auth, cookie))
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token.as_bytes());
+        let mut ctx = ring::hmac::Context::with_key(&key);
+        // Length-prefixed, so no two (auth, cookie) pairs hash the same input.
+        ctx.update(&(auth.len() as u64).to_be_bytes());
+        ctx.update(&auth);
+        ctx.update(&cookie);
+        let mut out = [0; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
     }
 
     /// A new stream for a client whose first request was `req`, attached to that client as
     /// generation 1; `None` when attached streams alone fill `resume.max_total_bytes`.
     pub(crate) fn open(&self, req: &RequestHeader, head: ResponseHeader) -> Option<Arc<Entry>> {
-        // Full: parked streams make room (their producers free it as they stop); when
-        // attached streams alone fill the budget, this stream goes without resume.
-        if self.total.load(Ordering::Relaxed) >= self.config.max_total_bytes && !self.evict(0) {
-            self.metrics.resume_unbuffered();
+        if !self.has_room() {
             return None;
         }
         let token = crate::sse::resume_id::new_token().ok()?;
-        let entry = Arc::new(Entry {
-            token: token.clone(),
-            credentials: self.credentials(req),
-            target: req.raw_path().to_vec(),
-            head,
-            state: Mutex::new(State {
-                log: Log::default(),
-                attached: Some(1),
-                generation: 1,
-                parked_since: None,
-                consumer_at: 0,
-                end: None,
-                end_delivered: false,
-                evicted: false,
-                cancelled: false,
-            }),
-            changed: Notify::new(),
-            space: Notify::new(),
-        });
-        self.streams().insert(token, entry.clone());
+        let credentials = self.credentials(req, &token);
+        let entry = Entry::new(token, credentials, req.raw_path().to_vec(), head, 0);
+        self.streams().insert(entry.token.clone(), entry.clone());
         Some(entry)
+    }
+
+    /// A stream of another replica that a client resumes here after event `after`, followed
+    /// from the shared store; the one already followed here if there is one. `None` when the
+    /// buffers are full.
+    pub(crate) fn adopt(
+        &self,
+        token: &str,
+        credentials: Credentials,
+        target: Vec<u8>,
+        head: ResponseHeader,
+        after: u64,
+    ) -> Option<(Arc<Entry>, bool)> {
+        if let Some(entry) = self.find(token) {
+            return Some((entry, false));
+        }
+        if !self.has_room() {
+            return None;
+        }
+        let entry = Entry::new(token.to_string(), credentials, target, head, after);
+        let mut streams = self.streams();
+        if let Some(entry) = streams.get(token) {
+            return Some((entry.clone(), false));
+        }
+        streams.insert(entry.token.clone(), entry.clone());
+        Some((entry, true))
+    }
+
+    /// Whether a new stream may buffer: parked streams make room when the total is full
+    /// (their producers free it as they stop); when attached streams alone fill the budget,
+    /// a new stream goes without resume (counted).
+    fn has_room(&self) -> bool {
+        if self.total.load(Ordering::Relaxed) >= self.config.max_total_bytes && !self.evict(0) {
+            self.metrics.resume_unbuffered();
+            return false;
+        }
+        true
     }
 
     /// The stream an id names, if it is still here.
@@ -255,7 +291,18 @@ impl Store {
 
     /// Whether `req` may resume `entry`: the same credentials, path and query.
     pub(crate) fn same_client(&self, entry: &Entry, req: &RequestHeader) -> bool {
-        entry.credentials == self.credentials(req) && entry.target == req.raw_path()
+        self.same_client_as(&entry.token, &entry.credentials, &entry.target, req)
+    }
+
+    /// Whether `req` may resume the stream `token` opened with `credentials` for `target`.
+    pub(crate) fn same_client_as(
+        &self,
+        token: &str,
+        credentials: &Credentials,
+        target: &[u8],
+        req: &RequestHeader,
+    ) -> bool {
+        *credentials == self.credentials(req, token) && target == req.raw_path()
     }
 
     /// Forgets a stream and the bytes it held.
@@ -324,6 +371,40 @@ impl Store {
 }
 
 impl Entry {
+    /// A stream attached to its first consumer (generation 1), whose log starts after event
+    /// `after` (0 for a stream opened here).
+    fn new(
+        token: String,
+        credentials: Credentials,
+        target: Vec<u8>,
+        head: ResponseHeader,
+        after: u64,
+    ) -> Arc<Entry> {
+        Arc::new(Entry {
+            token,
+            credentials,
+            target,
+            head,
+            state: Mutex::new(State {
+                log: Log {
+                    floor_seq: after,
+                    last_seq: after,
+                    ..Log::default()
+                },
+                attached: Some(1),
+                generation: 1,
+                parked_since: None,
+                consumer_at: 0,
+                end: None,
+                end_delivered: false,
+                evicted: false,
+                cancelled: false,
+            }),
+            changed: Notify::new(),
+            space: Notify::new(),
+        })
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         // The state is plain data; a panic mid-update leaves at worst a stale offset.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -489,9 +570,14 @@ mod tests {
         let config = crate::config::Config::from_yaml(yaml).unwrap();
         let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap());
         let store = Store::new(config.resume, metrics);
-        let a = store.credentials(&request("", "s=1; csrf=9", b"/"));
-        assert_eq!(a, store.credentials(&request("", "csrf=10; s=1", b"/")));
-        assert_ne!(a, store.credentials(&request("", "s=2; csrf=9", b"/")));
+        let a = store.credentials(&request("", "s=1; csrf=9", b"/"), "t");
+        assert_eq!(
+            a,
+            store.credentials(&request("", "csrf=10; s=1", b"/"), "t")
+        );
+        assert_ne!(a, store.credentials(&request("", "s=2; csrf=9", b"/"), "t"));
+        // Keyed by the stream: the same client hashes differently for another stream.
+        assert_ne!(a, store.credentials(&request("", "s=1; csrf=9", b"/"), "u"));
     }
 
     #[test]
