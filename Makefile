@@ -25,7 +25,7 @@ CARGO ?= cargo
 LOCKED := $(if $(CI),--locked,)
 
 BUILD_PKGS := cmake
-TEST_PKGS := cmake nginx haproxy curl
+TEST_PKGS := cmake nginx haproxy curl redis-server
 # The browser end-to-end tests (tests/browser/: playwright-core driving Debian's
 # Chromium, Node's eventsource; an Express app with compression() for
 # tests/learned_routes.rs) need Chromium and their npm packages.

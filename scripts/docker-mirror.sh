@@ -260,16 +260,22 @@ fi
 # --- 5. docker-compose.yml ---------------------------------------------------------
 scripts/py-tools.sh python - <<'EOF'
 import os, re, yaml
-compose = yaml.safe_load(open("examples/docker-compose.yml"))
 stages = set(re.findall(r"(?im)^FROM\s+\S+\s+AS\s+(\S+)", open("Dockerfile").read()))
-for name, svc in compose["services"].items():
-    target = svc.get("build", {}).get("target")
-    assert target is None or target in stages, f"compose service {name}: no Dockerfile stage {target}"
-    for vol in svc.get("volumes", []):
-        src = os.path.join("examples", vol.split(":")[0])
-        assert os.path.exists(src), f"compose service {name}: {src} does not exist"
+base = yaml.safe_load(open("examples/docker-compose.yml"))["services"]
+# The Redis variant is an override file: its services extend the base file's.
+for path in ["examples/docker-compose.yml", "examples/docker-compose.redis.yml"]:
+    compose = yaml.safe_load(open(path))
+    for name, svc in compose["services"].items():
+        assert name in base or "image" in svc or "build" in svc, f"{path}: service {name} has no image"
+        target = svc.get("build", {}).get("target")
+        assert target is None or target in stages, f"{path}: service {name}: no Dockerfile stage {target}"
+        for vol in svc.get("volumes", []):
+            src = os.path.join("examples", vol.split(":")[0])
+            assert os.path.exists(src), f"{path}: service {name}: {src} does not exist"
+        for dep in svc.get("depends_on", []):
+            assert dep in base or dep in compose["services"], f"{path}: {name} depends on unknown {dep}"
 yaml.safe_load(open("examples/prometheus/prometheus.yml"))
-print("docker-mirror: docker-compose.yml: stages and mounted files exist")
+print("docker-mirror: docker-compose.yml (+ docker-compose.redis.yml): stages and mounted files exist")
 EOF
 
 # --- size ----------------------------------------------------------------------------

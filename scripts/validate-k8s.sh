@@ -8,7 +8,9 @@
 #    kubernetes-validate (offline), strict: unknown fields are errors.
 # 2. Cross-checks no schema can make: the Service and ServiceMonitor select the
 #    Deployments' pods and name ports that exist; probes hit the admin port; the
-#    termination grace period covers preStop + the ConfigMap's drain window.
+#    termination grace period covers preStop + the ConfigMap's drain window (and its
+#    hand-off timeout with a Redis resume store); the app serves until the sidecar has
+#    drained; a native sidecar drains from its preStop with `sse-sidecar drain --wait`.
 # 3. The ConfigMap's sse-sidecar.yaml, extracted to a file, passes `sse-sidecar check`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,18 +59,37 @@ def seconds(d):
 
 conf = yaml.safe_load(open(conf_path))
 drain = seconds(conf.get("shutdown", {}).get("drain_window", "10s"))
+# With a Redis store, a draining sidecar relays resumable streams for this much longer.
+store = str(conf.get("resume", {}).get("store", "memory"))
+handoff = (seconds(conf.get("shutdown", {}).get("handoff_timeout", "2m"))
+           if store.startswith(("redis://", "rediss://")) else 0)
 admin_port = int(str(conf.get("metrics_listen", "0.0.0.0:9090")).rsplit(":", 1)[1])
 listen_port = int(str(conf.get("listen", ["0.0.0.0:8080"])[0]).rsplit(":", 1)[1])
 
 def prestop(c):
+    """Seconds the preStop hook sleeps before anything else."""
     hook = c.get("lifecycle", {}).get("preStop", {})
     if "sleep" in hook:
         return hook["sleep"]["seconds"]
     cmd = hook.get("exec", {}).get("command", [])
-    return int(cmd[1]) if cmd[:1] == ["sleep"] else 0
+    if cmd[:1] == ["sleep"]:
+        return int(cmd[1])
+    m = re.match(r"sleep (\d+)", cmd[2]) if cmd[:2] == ["/bin/sh", "-c"] else None
+    return int(m[1]) if m else 0
 
-svc_path, svc = docs["Service"][0]
-for path, dep in docs["Deployment"]:
+def drain_command(c):
+    """The --timeout (s) of an `sse-sidecar drain --wait` in the preStop hook, or None."""
+    cmd = " ".join(c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", []))
+    m = re.search(r"sse-sidecar drain --wait --timeout (\S+)", cmd)
+    return seconds(m[1]) if m else None
+
+def has_sidecar(dep):
+    spec = dep["spec"]["template"]["spec"]
+    return any(c["name"] == "sse-sidecar" for c in spec.get("initContainers", []) + spec["containers"])
+
+# The app's Service (redis.yaml brings another).
+svc_path, svc = next((p, s) for p, s in docs["Service"] if s["metadata"]["name"] != "sse-redis")
+for path, dep in [(p, d) for p, d in docs["Deployment"] if has_sidecar(d)]:
     pod = dep["spec"]["template"]
     labels = pod["metadata"]["labels"]
     check(dep["spec"]["selector"]["matchLabels"].items() <= labels.items(),
@@ -95,17 +116,27 @@ for path, dep in docs["Deployment"]:
               f"{path}: {probe} should GET {want} on the admin port")
     check("/etc/sse-sidecar" in [m["mountPath"] for m in sc.get("volumeMounts", [])],
           f"{path}: the ConfigMap is not mounted at /etc/sse-sidecar")
-    # The sidecar must be able to finish its drain before the grace period runs out.
-    # A native sidecar is signalled after the app containers exit; a classic one
-    # at the same time as them.
+    # The sidecar must be able to finish its drain (and hand-offs) before the grace
+    # period runs out, and the app must serve until then. A classic sidecar drains on
+    # SIGTERM, after its preStop; a native one is signalled only after the app exited,
+    # so it drains from its preStop hook.
     app_prestop = max(prestop(c) for c in spec["containers"] if c is not sc)
-    if sc in spec.get("initContainers", []):
-        need = app_prestop + prestop(sc) + drain + 5
-    else:
-        need = max(prestop(sc) + drain, app_prestop) + 5
+    drained = prestop(sc) + drain + handoff
     grace = spec.get("terminationGracePeriodSeconds", 30)
-    check(grace >= need, f"{path}: terminationGracePeriodSeconds {grace} < {need} "
-          f"(preStop hooks + drain_window {drain:g}s + 5 s margin)")
+    if sc in spec.get("initContainers", []):
+        timeout = drain_command(sc)
+        check(timeout is not None, f"{path}: a native sidecar must drain from its preStop "
+              "(`sse-sidecar drain --wait --timeout DUR`): its SIGTERM comes after the app exited")
+        timeout = timeout or 0
+        check(timeout >= 2 * drain + handoff + 1, f"{path}: drain --timeout {timeout:g}s < "
+              f"2 × drain_window + handoff_timeout + 1 s ({2 * drain + handoff + 1:g}s)")
+        need = max(app_prestop, prestop(sc) + timeout) + 5
+    else:
+        need = max(drained, app_prestop) + 5
+    check(app_prestop >= drained, f"{path}: the app's preStop ({app_prestop}s) ends before the "
+          f"sidecar has drained (preStop + drain_window + handoff_timeout = {drained:g}s)")
+    check(grace >= need, f"{path}: terminationGracePeriodSeconds {grace} < {need:g} "
+          f"(preStop hooks + drain + 5 s margin)")
 
 svc_ports = {p["name"] for p in svc["spec"]["ports"]}
 for path, sm in docs.get("ServiceMonitor", []):

@@ -1062,7 +1062,20 @@ fn check_rejects_bad_resume_values() {
         "resume:\n  max_bytes: 1.5MiB\n",
         &["resume.max_bytes", "1.5MiB"],
     );
-    assert_rejected("resume:\n  store: redis://x\n", &["resume.store", "memory"]);
+    assert_rejected("resume:\n  store: redis\n", &["resume.store", "redis://"]);
+    assert_rejected(
+        "resume:\n  store: http://x:6379\n",
+        &["resume.store", "http://x:6379"],
+    );
+    assert_rejected(
+        "resume:\n  redis:\n    timeout: 0s\n",
+        &["resume.redis.timeout", "greater than zero"],
+    );
+    assert_rejected(
+        "resume:\n  redis:\n    key_prefix: \"a b\"\n",
+        &["resume.redis.key_prefix"],
+    );
+    assert_rejected("resume:\n  redis:\n    port: 1\n", &["resume.redis.port"]);
     assert_rejected(
         "resume:\n  cookies: [\"a=b\"]\n",
         &["resume.cookies", "a=b"],

@@ -37,7 +37,11 @@ async fn replica(origin: &Origin, redis: &RedisServer, extra: &str, pid: Option<
     let s = b.start().await;
     let end = Instant::now() + T;
     while store_up(&s).await != 1.0 {
-        assert!(Instant::now() < end, "the store is not up after 5 s: {}", s.stderr());
+        assert!(
+            Instant::now() < end,
+            "the store is not up after 5 s: {}",
+            s.stderr()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     s
@@ -67,7 +71,8 @@ async fn a_stream_resumes_on_another_replica() {
     assert_eq!(app.len(), 1, "the app saw one request");
     assert_rest(&r.bytes, &rest, &app[0], 11, &token_of(&first[0]), "on B");
     assert_eq!(
-        b.metric("sse_sidecar_resumes_total{result=\"resumed\"}").await,
+        b.metric("sse_sidecar_resumes_total{result=\"resumed\"}")
+            .await,
         1.0
     );
 }
@@ -104,7 +109,10 @@ async fn drain_wait_hands_the_stream_off() {
     take(&mut s, 5, "on A").await;
     let pid2 = pid.clone();
     let drain = tokio::task::spawn_blocking(move || {
-        let out = run_cli(&["drain", "--wait", "--timeout", "30s", "--pid-file", &pid2], &[]);
+        let out = run_cli(
+            &["drain", "--wait", "--timeout", "30s", "--pid-file", &pid2],
+            &[],
+        );
         (out.status, now_ns())
     });
     handed_off(&origin, &mut a, &b, s, target).await;
@@ -127,7 +135,10 @@ async fn handed_off(
     target: &str,
 ) {
     let (on_a, end) = read_rest(&mut s).await;
-    assert!(end.is_some_and(|e| e.is_clean()), "A closed its client cleanly");
+    assert!(
+        end.is_some_and(|e| e.is_clean()),
+        "A closed its client cleanly"
+    );
     assert!(
         s.bytes.windows(7).any(|w| w == b"retry: "),
         "A's client got a retry hint"
@@ -197,20 +208,36 @@ async fn redis_going_away_never_takes_streams_down() {
     let seen_down = seen_down.expect("resume_store_up went to 0");
     assert!(seen_down < T, "up went to 0 after {seen_down:?}");
     let worst = delays.iter().max().copied().unwrap_or(0);
-    assert!(worst < 100, "an event was delayed {worst} ms by the outage: {delays:?}");
-    assert!(a.metric("sse_sidecar_resume_store_errors_total{op=\"ping\"}").await >= 1.0);
+    assert!(
+        worst < 100,
+        "an event was delayed {worst} ms by the outage: {delays:?}"
+    );
+    assert!(
+        a.metric("sse_sidecar_resume_store_errors_total{op=\"ping\"}")
+            .await
+            >= 1.0
+    );
 
     redis.restart().await;
     let back = Instant::now();
     while store_up(&a).await != 1.0 {
-        assert!(back.elapsed() < Duration::from_secs(10), "not back within 10 s");
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "not back within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut n = open(a.addr, "GET", "/sse?events=2&interval_ms=10", &[], None).await;
     let got = take(&mut n, 2, "a new stream after the outage").await;
-    assert!(ResumeId::parse(&got[0].id).is_some(), "resumable again: {got:?}");
+    assert!(
+        ResumeId::parse(&got[0].id).is_some(),
+        "resumable again: {got:?}"
+    );
     let (_, end) = read_rest(&mut live).await;
-    assert!(end.is_some_and(|e| e.is_clean()), "the live stream ended cleanly");
+    assert!(
+        end.is_some_and(|e| e.is_clean()),
+        "the live stream ended cleanly"
+    );
 }
 
 /// Another client holding the id on replica B: no replay, a fresh request for the app.
@@ -227,10 +254,15 @@ async fn other_credentials_get_no_replay_on_another_replica() {
     let theirs = [("Authorization", "Bearer mallory")];
     let mut r = reconnect(b.addr, target, &got[2].id, &theirs).await;
     let e = take(&mut r, 1, "mallory on B").await;
-    assert_eq!(e[0].seq(), Some(1), "a fresh stream from the app, not alice's");
+    assert_eq!(
+        e[0].seq(),
+        Some(1),
+        "a fresh stream from the app, not alice's"
+    );
     assert_eq!(origin.requests_to("/sse").len(), 2);
     assert_eq!(
-        b.metric("sse_sidecar_resumes_total{result=\"denied\"}").await,
+        b.metric("sse_sidecar_resumes_total{result=\"denied\"}")
+            .await,
         1.0
     );
 }
@@ -242,14 +274,23 @@ async fn other_credentials_get_no_replay_on_another_replica() {
 async fn keys_are_trimmed_and_expire() {
     let (origin, redis) = (Origin::start().await, RedisServer::start().await);
     let extra = "";
-    let cfg = config(&redis, extra)
-        .replace("grace: 10s", "grace: 2s\n  max_bytes: 4KiB\n  max_total_bytes: 1MiB");
+    let cfg = config(&redis, extra).replace(
+        "grace: 10s",
+        "grace: 2s\n  max_bytes: 4KiB\n  max_total_bytes: 1MiB",
+    );
     let a = Sidecar::builder(&origin.url()).config(&cfg).start().await;
     while store_up(&a).await != 1.0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // 300 events of ~540 bytes: 160 KiB in all, 4 KiB kept.
-    let mut s = open(a.addr, "GET", "/sse?events=300&interval_ms=5&pad=500", &[], None).await;
+    let mut s = open(
+        a.addr,
+        "GET",
+        "/sse?events=300&interval_ms=5&pad=500",
+        &[],
+        None,
+    )
+    .await;
     let got = take(&mut s, 250, "the stream").await;
     let token = token_of(&got[0]);
     let events = format!("sse-sidecar:{{{token}}}:events");
@@ -266,11 +307,16 @@ async fn keys_are_trimmed_and_expire() {
     let (_, end) = read_rest(&mut s).await;
     assert!(end.is_some_and(|e| e.is_clean()));
     let ended = Instant::now();
-    eventually(Duration::from_secs(5), "the keys expire after the grace", || {
-        redis.keys().is_empty()
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the keys expire after the grace",
+        || redis.keys().is_empty(),
+    )
     .await;
-    assert!(ended.elapsed() >= Duration::from_millis(1500), "kept for the grace");
+    assert!(
+        ended.elapsed() >= Duration::from_millis(1500),
+        "kept for the grace"
+    );
 
     // A replica killed mid-stream leaves nothing behind for longer than the grace.
     let mut s = open(a.addr, "GET", "/sse?events=1000&interval_ms=20", &[], None).await;
@@ -278,9 +324,11 @@ async fn keys_are_trimmed_and_expire() {
     assert!(!redis.keys().is_empty(), "the stream is in Redis");
     a.sigkill();
     let killed = Instant::now();
-    eventually(Duration::from_secs(5), "a killed replica's keys expire", || {
-        redis.keys().is_empty()
-    })
+    eventually(
+        Duration::from_secs(5),
+        "a killed replica's keys expire",
+        || redis.keys().is_empty(),
+    )
     .await;
     assert!(killed.elapsed() < Duration::from_secs(4));
 }

@@ -22,7 +22,7 @@ pub fn parse(text: &str) -> Option<usize> {
 /// Formats a size in the largest binary unit that represents it exactly.
 pub fn format(n: usize) -> String {
     for (unit, name) in [(1usize << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
-        if n >= unit && n % unit == 0 {
+        if n >= unit && n.is_multiple_of(unit) {
             return format!("{}{name}", n / unit);
         }
     }

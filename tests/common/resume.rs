@@ -163,4 +163,3 @@ pub fn assert_rest(
         "{what}: the events' bytes (ids and comments aside) are the app's, byte for byte"
     );
 }
-
