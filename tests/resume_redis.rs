@@ -34,6 +34,10 @@ async fn replica(origin: &Origin, redis: &RedisServer, extra: &str, pid: Option<
     if let Some(p) = pid {
         b = b.env("SSE_SIDECAR_PID_FILE", p);
     }
+    if redis.url().starts_with("rediss://") {
+        // rustls-native-certs trusts the file SSL_CERT_FILE names instead of the system's.
+        b = b.env("SSL_CERT_FILE", redis.ca_file().to_str().unwrap());
+    }
     let s = b.start().await;
     let end = Instant::now() + T;
     while store_up(&s).await != 1.0 {
@@ -75,6 +79,25 @@ async fn a_stream_resumes_on_another_replica() {
             .await,
         1.0
     );
+}
+
+/// The same over TLS (`rediss://`), trusting the server's certificate through
+/// `SSL_CERT_FILE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resumes_on_another_replica_over_rediss() {
+    let (origin, redis) = (Origin::start().await, RedisServer::start_tls().await);
+    let a = replica(&origin, &redis, "", None).await;
+    let b = replica(&origin, &redis, "", None).await;
+    let target = "/sse?events=20&interval_ms=20";
+    let mut s = open(a.addr, "GET", target, &[], None).await;
+    let first = take(&mut s, 5, "on A").await;
+    reset(s);
+    let mut r = reconnect(b.addr, target, &first[4].id, &[]).await;
+    let (rest, end) = read_rest(&mut r).await;
+    assert!(end.is_some_and(|e| e.is_clean()), "{:?}", r.ended());
+    let app = origin.requests_to("/sse");
+    assert_eq!(app.len(), 1, "the app saw one request");
+    assert_rest(&r.bytes, &rest, &app[0], 6, &token_of(&first[0]), "on B");
 }
 
 /// A deploy: SIGTERM to A in the middle of a 30-event answer. The client gets its `retry:`,
@@ -176,6 +199,7 @@ async fn redis_going_away_never_takes_streams_down() {
     let target = "/sse?events=120&interval_ms=50";
     let mut live = open(a.addr, "GET", target, &[], None).await;
     let before = take(&mut live, 5, "before the outage").await;
+    let mut seqs: Vec<u64> = before.iter().filter_map(Event::seq).collect();
     let token = token_of(&before[0]);
 
     redis.stop();
@@ -186,6 +210,7 @@ async fn redis_going_away_never_takes_streams_down() {
     while delays.len() < 60 {
         let (e, at) = live.next_event(T).await.expect("the live stream goes on");
         delays.push(at.saturating_sub(e.t_ns().unwrap()) / 1_000_000);
+        seqs.extend(e.seq());
         if seen_down.is_none() && store_up(&a).await == 0.0 {
             seen_down = Some(gone.elapsed());
         }
@@ -207,6 +232,11 @@ async fn redis_going_away_never_takes_streams_down() {
     }
     let seen_down = seen_down.expect("resume_store_up went to 0");
     assert!(seen_down < T, "up went to 0 after {seen_down:?}");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "no event lost or repeated through the outage"
+    );
     let worst = delays.iter().max().copied().unwrap_or(0);
     assert!(
         worst < 100,

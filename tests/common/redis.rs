@@ -13,6 +13,8 @@ pub struct RedisServer {
     process: Option<Process>,
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
+    /// TLS only (`rediss://`), with this certificate for 127.0.0.1 and its key.
+    tls: Option<(String, String)>,
 }
 
 /// Whether this machine has `redis-server` (`make test` installs it).
@@ -25,6 +27,17 @@ pub fn available() -> bool {
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(None).await
+    }
+
+    /// A server that speaks TLS only, with a self-signed certificate for 127.0.0.1 (its PEM
+    /// is [`RedisServer::ca_file`], for a client to trust).
+    pub async fn start_tls() -> RedisServer {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        RedisServer::start_with(Some((ck.cert.pem(), ck.signing_key.serialize_pem()))).await
+    }
+
+    async fn start_with(tls: Option<(String, String)>) -> RedisServer {
         assert!(
             available(),
             "redis-server is not installed (make test-deps installs it)"
@@ -34,14 +47,29 @@ impl RedisServer {
             process: None,
             addr,
             dir: tempfile::tempdir().unwrap(),
+            tls,
         };
+        if let Some((cert, key)) = &r.tls {
+            std::fs::write(r.dir.path().join("cert.pem"), cert).unwrap();
+            std::fs::write(r.dir.path().join("key.pem"), key).unwrap();
+        }
         r.restart().await;
         r
     }
 
-    /// `redis://127.0.0.1:<port>/0`.
+    /// The certificate a TLS server presents (trust it with `SSL_CERT_FILE`).
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    /// `redis://127.0.0.1:<port>/0`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://{}/0", self.addr)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{}/0", self.addr)
     }
 
     /// Kills the server (SIGKILL): everything in it is gone.
@@ -58,9 +86,26 @@ impl RedisServer {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.addr.port().to_string())
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1"]);
+        let port = self.addr.port().to_string();
+        match &self.tls {
+            None => cmd.args(["--port", &port]),
+            Some(_) => cmd
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(self.dir.path().join("cert.pem"))
+                .arg("--tls-key-file")
+                .arg(self.dir.path().join("key.pem")),
+        };
+        let child = cmd
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             // Small stream nodes, so approximate trimming is close to exact.
             .args(["--stream-node-max-entries", "8"])

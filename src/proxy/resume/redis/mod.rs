@@ -128,6 +128,8 @@ impl Redis {
         all: &config::Resume,
         metrics: Arc<Metrics>,
     ) -> Arc<Redis> {
+        // rediss:// uses rustls' process-wide provider: the ring one, as pingora installs it.
+        pingora_core::tls::install_default_crypto_provider();
         let client = redis::Client::open(config.url.as_str()).expect("validated resume.store URL");
         let (queue, receiver) = mpsc::channel(QUEUE);
         Arc::new(Redis {
