@@ -75,6 +75,49 @@ async fn find(
     if !redis.is_up() {
         return Err(ResumeResult::Unknown);
     }
+    // The client may have the id's event before this replica can read it: the holding
+    // replica writes to the store right after it sends, so a few ms may separate them.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match find_once(store, redis, id, req).await {
+            Err(ResumeResult::Unknown) if attempts < LAG_ATTEMPTS && ahead(redis, id).await => {
+                tokio::time::sleep(LAG_STEP).await;
+            }
+            found => return found,
+        }
+    }
+}
+
+/// Tries for an id the store has not caught up with yet, `LAG_STEP` apart.
+const LAG_ATTEMPTS: u32 = 5;
+const LAG_STEP: Duration = Duration::from_millis(50);
+
+/// Whether the id names an event the store does not hold yet of a live stream (its last
+/// entry is an earlier event, not an end).
+async fn ahead(redis: &Redis, id: &ResumeId<'_>) -> bool {
+    let mut pipe = redis::pipe();
+    pipe.cmd("XREVRANGE")
+        .arg(redis.key(id.token, "events"))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1);
+    match redis.query::<(StreamRangeReply,)>(Op::Lookup, &pipe).await {
+        Some((last,)) => match last.ids.first().and_then(|e| parse_id(&e.id)) {
+            Some((seq, 0)) => seq < id.seq,
+            _ => false,
+        },
+        None => false,
+    }
+}
+
+async fn find_once(
+    store: &Store,
+    redis: &Redis,
+    id: &ResumeId<'_>,
+    req: &RequestHeader,
+) -> Result<Found, ResumeResult> {
     let (meta_key, events) = (redis.key(id.token, "meta"), redis.key(id.token, "events"));
     let mut pipe = redis::pipe();
     pipe.hgetall(&meta_key)

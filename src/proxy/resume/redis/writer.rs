@@ -227,8 +227,10 @@ impl Writer {
                     self.to_delete.push(token);
                 }
                 Write::Delivered { token } => {
-                    pipe.hset(redis.key(&token, "meta"), "delivered", 1)
-                        .ignore();
+                    // Never a key without a TTL, should the meta have expired meanwhile.
+                    let meta = redis.key(&token, "meta");
+                    pipe.hset(&meta, "delivered", 1).ignore();
+                    pipe.pexpire(&meta, ttl as i64).ignore();
                 }
                 Write::Follow { token } => {
                     *self.followed.entry(token.clone()).or_default() += 1;
