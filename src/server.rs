@@ -82,6 +82,7 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     let listeners = config.listeners.clone();
     let header_read_timeout = config.timeouts.header_read;
     let threads = config.threads;
+    let h2_max_concurrent_streams = config.limits.h2_max_concurrent_streams;
     let shared = Arc::new(Shared::new(config, metrics, upstream_addr));
     let app = |h2c: bool| {
         let mut app = pingora_proxy::http_proxy(
@@ -93,6 +94,10 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
         let mut options = HttpServerOptions::default();
         options.h2c = h2c;
         app.server_options = Some(options);
+        // pingora's bounded defaults (64 KiB header list), with our stream limit.
+        let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
+        h2.max_concurrent_streams(h2_max_concurrent_streams);
+        app.h2_options = Some(h2);
         Arc::new(app)
     };
     let mut proxy = Service::new(
