@@ -5,7 +5,7 @@ use crate::admin::{AdminService, Readiness};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::drain::DrainService;
-use crate::proxy::head_guard::HeadGuard;
+use crate::proxy::head_guard::{HeadGuard, TlsListener};
 use crate::proxy::lean::workers::Workers;
 use crate::proxy::service::SidecarProxy;
 use crate::proxy::shared::Shared;
@@ -100,6 +100,24 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
         app.h2_options = Some(h2);
         Arc::new(app)
     };
+    let mut tls_listeners = Vec::new();
+    for l in &listeners {
+        let Some(tls) = &l.tls else { continue };
+        let mut settings = pingora_core::listeners::tls::TlsSettings::intermediate(
+            &tls.cert.display().to_string(),
+            &tls.key.display().to_string(),
+        )
+        .map_err(|e| StartError::Tls {
+            addr: l.addr,
+            msg: e.to_string(),
+        })?;
+        settings.enable_h2();
+        // The pair was loaded and checked with the configuration, so this does not panic.
+        tls_listeners.push(TlsListener {
+            addr: l.addr,
+            acceptor: settings.build(),
+        });
+    }
     let mut proxy = Service::new(
         "sse-sidecar".to_string(),
         HeadGuard {
@@ -108,6 +126,7 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
             h1: app(false),
             h2c: app(true),
             timeout: header_read_timeout,
+            tls: tls_listeners,
         },
     );
     for l in &listeners {
@@ -118,18 +137,9 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
             // chunk's size line, data and CRLF leave in one syscall.
             None => proxy
                 .add_listener(ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, 1460))),
-            Some(tls) => {
-                let mut settings = pingora_core::listeners::tls::TlsSettings::intermediate(
-                    &tls.cert.display().to_string(),
-                    &tls.key.display().to_string(),
-                )
-                .map_err(|e| StartError::Tls {
-                    addr: l.addr,
-                    msg: e.to_string(),
-                })?;
-                settings.enable_h2();
-                proxy.add_tls_with_settings(&addr, None, settings);
-            }
+            // TCP to pingora: the head guard does the handshake (see `TlsListener`), with
+            // pingora's buffers for TLS listeners.
+            Some(_) => proxy.add_listener(ListenerConfig::tcp(addr)),
         }
     }
     server.add_service(proxy);
