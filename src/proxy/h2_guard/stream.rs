@@ -6,7 +6,7 @@
 //! The GOAWAY is written here, under h2, because pingora owns the `h2::server::Connection`
 //! and gives us no handle to call `abrupt_shutdown` on. It may only go out between two of
 //! h2's frames, so the frames h2 writes are followed too ([`FrameCursor`]); if h2 is mid-frame
-//! when the flood is found, or the GOAWAY cannot be written within [`GOAWAY_WRITE`] (a client
+//! when the flood is found, or the GOAWAY cannot be written within [`GOAWAY_LINGER`] (a client
 //! that floods and does not read), the connection is closed without it.
 
 use super::frames::{goaway, FrameCursor, FrameGuard, ENHANCE_YOUR_CALM};
@@ -25,19 +25,30 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Longest wait to write the GOAWAY before closing without it.
-const GOAWAY_WRITE: Duration = Duration::from_secs(1);
+/// Longest time from a flood found to the connection closed: writing the GOAWAY and waiting
+/// for the client to close after reading it.
+const GOAWAY_LINGER: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 enum Calm {
     Open,
-    /// Over a limit: the GOAWAY's unwritten rest, then a flush, within a deadline.
+    /// Over a limit: the GOAWAY going out, within a deadline.
     Closing {
         frame: Vec<u8>,
         written: usize,
+        step: Step,
         deadline: Pin<Box<tokio::time::Sleep>>,
     },
     Closed,
+}
+
+/// Where a [`Calm::Closing`] is.
+#[derive(Debug)]
+enum Step {
+    Write,
+    Flush,
+    Shut,
+    Drain,
 }
 
 /// An h2 connection's stream (h2c or TLS) under a [`FrameGuard`].
@@ -60,13 +71,17 @@ impl Guarded {
         }
     }
 
-    /// Drives the GOAWAY out; ready (always with an error, which ends the connection) once it
-    /// is written and flushed, could not be, or was not allowed.
+    /// Drives the GOAWAY out: written, flushed, our side shut (FIN, or close_notify on TLS),
+    /// then the client's bytes read and dropped until it closes too — a lingering close, so the
+    /// kernel does not answer unread bytes with a RST that could discard the GOAWAY before the
+    /// client reads it. Ready (always with an error, which ends the connection) once done, out
+    /// of time, or not allowed.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
             let Calm::Closing {
                 frame,
                 written,
+                step,
                 deadline,
             } = &mut self.calm
             else {
@@ -76,17 +91,34 @@ impl Guarded {
                 self.calm = Calm::Closed;
                 continue;
             }
-            let done = if *written < frame.len() {
-                match ready!(Pin::new(&mut self.inner).poll_write(cx, &frame[*written..])) {
+            let inner = Pin::new(&mut self.inner);
+            let done = match step {
+                Step::Write => match ready!(inner.poll_write(cx, &frame[*written..])) {
                     Ok(n) if n > 0 => {
                         *written += n;
+                        if *written == frame.len() {
+                            *step = Step::Flush;
+                        }
                         false
                     }
                     _ => true,
+                },
+                Step::Flush => {
+                    *step = Step::Shut;
+                    ready!(inner.poll_flush(cx)).is_err()
                 }
-            } else {
-                let _ = ready!(Pin::new(&mut self.inner).poll_flush(cx));
-                true
+                Step::Shut => {
+                    *step = Step::Drain;
+                    ready!(inner.poll_shutdown(cx)).is_err()
+                }
+                Step::Drain => {
+                    let mut scratch = [0u8; 4096];
+                    let mut buf = ReadBuf::new(&mut scratch);
+                    match ready!(inner.poll_read(cx, &mut buf)) {
+                        Ok(()) => buf.filled().is_empty(),
+                        Err(_) => true,
+                    }
+                }
             };
             if done {
                 self.calm = Calm::Closed;
@@ -129,7 +161,8 @@ impl AsyncRead for Guarded {
                     debug.as_bytes(),
                 ),
                 written: 0,
-                deadline: Box::pin(tokio::time::sleep(GOAWAY_WRITE)),
+                step: Step::Write,
+                deadline: Box::pin(tokio::time::sleep(GOAWAY_LINGER)),
             }
         } else {
             Calm::Closed
