@@ -5,10 +5,11 @@ use crate::admin::{AdminService, Readiness};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::drain::DrainService;
-use crate::proxy::head_guard::{HeadGuard, TlsListener};
+use crate::proxy::head_guard::HeadGuard;
 use crate::proxy::lean::workers::Workers;
 use crate::proxy::service::SidecarProxy;
 use crate::proxy::shared::Shared;
+use crate::proxy::tls_accept::{TlsAccept, TlsListener};
 use crate::proxy::trim::TrimService;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::ListenerConfig;
@@ -35,6 +36,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot start relay worker threads: {0}")]
     Workers(std::io::Error),
+    #[error("cannot start TLS handshake threads: {0}")]
+    TlsThreads(std::io::Error),
     #[error("TLS listener {addr}: {msg}")]
     Tls {
         addr: std::net::SocketAddr,
@@ -126,7 +129,8 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
             h1: app(false),
             h2c: app(true),
             timeout: header_read_timeout,
-            tls: tls_listeners,
+            tls: TlsAccept::start(tls_listeners, threads, header_read_timeout)
+                .map_err(StartError::TlsThreads)?,
         },
     );
     for l in &listeners {
@@ -137,7 +141,7 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
             // chunk's size line, data and CRLF leave in one syscall.
             None => proxy
                 .add_listener(ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, 1460))),
-            // TCP to pingora: the head guard does the handshake (see `TlsListener`), with
+            // TCP to pingora: the head guard has the handshake done (`TlsAccept`), with
             // pingora's buffers for TLS listeners.
             Some(_) => proxy.add_listener(ListenerConfig::tcp(addr)),
         }

@@ -9,10 +9,9 @@
 //! the h2 preface, it also routes h2c and HTTP/1 to two instances of the app: pingora's own h2c
 //! sniffing reads 24 bytes and would hang on a shorter HTTP/1 request.
 //!
-//! TLS listeners are plain TCP listeners to pingora: the handshake is done here, so that it is
-//! bounded by the same header timeout (pingora allows 60 s, a slowloris on the handshake). Every
-//! h2 connection, h2c or TLS, goes to pingora wrapped in [`Guarded`], which counts the client's
-//! frames.
+//! TLS listeners are plain TCP listeners to pingora: a connection on one is handshaken first
+//! ([`TlsAccept`]: within the same header timeout, off pingora's runtime). Every h2 connection,
+//! h2c or TLS, goes to pingora wrapped in [`Guarded`], which counts the client's frames.
 
 use crate::proxy::answers::Answer;
 use crate::proxy::candidate::is_candidate;
@@ -20,11 +19,12 @@ use crate::proxy::h2_guard::stream::Guarded;
 use crate::proxy::http1::request::{parse_request, Request};
 use crate::proxy::lean::workers::Workers;
 use crate::proxy::shared::Shared;
+use crate::proxy::tls_accept::{HandshakeError, TlsAccept};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{GetSocketDigest, Ssl, Stream, ALPN};
+use pingora_core::protocols::{Ssl, Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,16 +46,9 @@ pub(crate) struct HeadGuard<A> {
     pub(crate) h1: Arc<A>,
     /// The same app with h2c enabled, for connections that open with the h2 preface.
     pub(crate) h2c: Arc<A>,
-    /// The header timeout, which also bounds a TLS handshake.
     pub(crate) timeout: Duration,
-    /// The TLS listeners, whose connections are handshaken here first.
-    pub(crate) tls: Vec<TlsListener>,
-}
-
-/// A listener that speaks TLS, and its certificate.
-pub(crate) struct TlsListener {
-    pub(crate) addr: std::net::SocketAddr,
-    pub(crate) acceptor: Acceptor,
+    /// The TLS listeners, whose connections are handshaken first.
+    pub(crate) tls: Option<TlsAccept>,
 }
 
 enum Head {
@@ -84,8 +77,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
         let Ok(mut tcp) = stream.into_any().downcast::<L4Stream>() else {
             return None;
         };
-        if let Some(acceptor) = self.tls_acceptor(&tcp) {
-            return self.accept_tls(*tcp, acceptor, shutdown).await;
+        if let Some(tls) = &self.tls {
+            if let Some(acceptor) = tls.acceptor(&tcp) {
+                return self.accept_tls(tls, acceptor, *tcp, shutdown).await;
+            }
         }
         match read_head(&mut tcp, self.timeout).await {
             Head::Complete(bytes) => {
@@ -138,41 +133,23 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
 }
 
 impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
-    /// The acceptor of the TLS listener `tcp` was accepted on, if it was one: its local
-    /// address is the listener's, or has the port of a listener on the unspecified address.
-    fn tls_acceptor(&self, tcp: &L4Stream) -> Option<&Acceptor> {
-        if self.tls.is_empty() {
-            return None;
-        }
-        let digest = tcp.get_socket_digest()?;
-        let local = *digest.local_addr()?.as_inet()?;
-        self.tls
-            .iter()
-            .find(|l| l.addr == local)
-            .or_else(|| {
-                self.tls
-                    .iter()
-                    .find(|l| l.addr.port() == local.port() && l.addr.ip().is_unspecified())
-            })
-            .map(|l| &l.acceptor)
-    }
-
-    /// The TLS handshake, within the header timeout; then the connection goes to pingora,
+    /// The TLS handshake ([`TlsAccept::handshake`]); then the connection goes to pingora,
     /// which picks h2 or HTTP/1 by ALPN as on its own TLS listeners.
     async fn accept_tls(
         self: &Arc<Self>,
+        tls: &TlsAccept,
+        acceptor: Arc<Acceptor>,
         tcp: L4Stream,
-        acceptor: &Acceptor,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let tls = match tokio::time::timeout(self.timeout, acceptor.tls_handshake(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::debug!("TLS handshake failed: {e}");
+        let tls = match tls.handshake(acceptor, tcp).await {
+            Ok(tls) => tls,
+            Err(e @ HandshakeError::TimedOut(_)) => {
+                tracing::info!(target: "access", error = %e, "connection closed");
                 return None;
             }
-            Err(_) => {
-                tracing::info!(target: "access", error = "TLS handshake not finished in time", "connection closed");
+            Err(e) => {
+                tracing::debug!("{e}");
                 return None;
             }
         };

@@ -17,6 +17,7 @@
 //! - [`probe_stream`]: the diagnostic stream `sse-sidecar probe` reads (`probe.*`), served
 //!   by the sidecar itself.
 //! - [`resume`]: resumable streams, which outlive their client's connection.
+//! - [`tls_accept`]: TLS handshakes for the TLS listeners, bounded and off pingora's runtime.
 //! - [`shared`], [`drain`], [`trim`], [`access_log`]: process-wide state and services.
 
 pub(crate) mod access_log;
@@ -35,6 +36,7 @@ pub(crate) mod service;
 pub(crate) mod session_relay;
 pub(crate) mod shared;
 pub(crate) mod stream;
+pub(crate) mod tls_accept;
 pub(crate) mod trim;
 pub(crate) mod upstream_error;
 pub(crate) mod upstream_request;
