@@ -17,12 +17,14 @@
 //! - [`sse`]: a WHATWG event-stream parser for the client side, plus a streaming reader that
 //!   combines the client, optional gzip decoding and the parser.
 //! - [`h2c`]: an HTTP/2 prior-knowledge client (the `h2` crate).
+//! - [`h2_raw`]: HTTP/2 as raw frames, for the floods and malformed clients `h2` won't be.
 //! - [`haproxy`]: a real HAProxy with a given `timeout server`, and the lookup of middlebox
 //!   binaries.
 //! - [`nginx`]: a real nginx started from a temp prefix, as an untuned middlebox.
 //! - [`node`]: the Node scripts of tests/browser/: where they are, whether their packages are
 //!   installed, and the switch that skips them.
 //! - [`cutter`]: a TCP proxy that resets its connections on a schedule (a flaky network).
+//! - [`tls`]: a sidecar with a TLS listener, its self-signed certificate, a rustls client.
 //!
 //! Times are nanoseconds since one process-wide epoch ([`now_ns`]), so the origin's stamp in an
 //! event and the client's arrival time can be subtracted.
@@ -30,6 +32,7 @@
 
 pub mod client;
 pub mod cutter;
+pub mod h2_raw;
 pub mod h2c;
 pub mod haproxy;
 pub mod middlebox;
@@ -40,6 +43,7 @@ pub mod process;
 pub mod raw_origin;
 pub mod sidecar;
 pub mod sse;
+pub mod tls;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
