@@ -5,7 +5,7 @@ use crate::admin::{AdminService, Readiness};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::drain::DrainService;
-use crate::proxy::head_guard::HeadGuard;
+use crate::proxy::head_guard::{HeadGuard, KEEPALIVE_IDLE};
 use crate::proxy::lean::workers::Workers;
 use crate::proxy::service::SidecarProxy;
 use crate::proxy::shared::Shared;
@@ -96,6 +96,8 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
         );
         let mut options = HttpServerOptions::default();
         options.h2c = h2c;
+        // pingora keeps an h2 connection with no stream open forever by default.
+        options.h2_idle_timeout = Some(KEEPALIVE_IDLE);
         app.server_options = Some(options);
         // pingora's bounded defaults (64 KiB header list), with our stream limit.
         let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();

@@ -34,8 +34,9 @@ use tokio::time::Instant;
 /// Largest request head accepted; larger heads get `431`.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 
-/// How long a kept-alive connection may sit idle before its next request starts.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// How long a kept-alive connection may sit idle before its next request starts; for h2, with
+/// no stream open (`h2_idle_timeout`), which also ends a header block that is never finished.
+pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
 pub(crate) struct HeadGuard<A> {
     /// The event loops lean streams run on.
