@@ -141,10 +141,11 @@ impl Counted {
     }
 
     /// Most frames of this kind one connection may send in a [`WINDOW`]. Each is far above
-    /// what a browser or an h2 library sends (a few SETTINGS and PINGs per connection, one
-    /// WINDOW_UPDATE per half window read, a reset per stream given up) and far below a flood
-    /// (50,000 in 0.2 s); 500 resets keep the app's requests from one resetting connection
-    /// under about 1,100 even across a window's edge.
+    /// what a browser or an h2 library sends (a few SETTINGS and PINGs per connection, a reset
+    /// per stream given up) and far below a flood (50,000 in 0.2 s); 500 resets keep the app's
+    /// requests from one resetting connection under about 1,100 even across a window's edge.
+    /// WINDOW_UPDATEs and PINGs are counted net of the DATA frames the server sent (see
+    /// [`FrameGuard::wrote`]), so a fast download never reaches theirs.
     pub(crate) fn limit(self) -> u32 {
         match self {
             Counted::Reset => 500,
@@ -178,6 +179,8 @@ pub(crate) struct Flood {
 #[derive(Clone, Debug)]
 pub(crate) struct FrameGuard {
     cursor: FrameCursor,
+    /// The server's frames, in what it writes.
+    out: FrameCursor,
     counts: [u32; Counted::ALL.len()],
     window_start: Option<Instant>,
     /// Highest stream a HEADERS frame opened: the last one a GOAWAY can call processed.
@@ -188,6 +191,7 @@ impl FrameGuard {
     pub(crate) fn new() -> FrameGuard {
         FrameGuard {
             cursor: FrameCursor::client(),
+            out: FrameCursor::server(),
             counts: [0; Counted::ALL.len()],
             window_start: None,
             last_stream: 0,
@@ -197,13 +201,7 @@ impl FrameGuard {
     /// Takes the next bytes the client sent, read at `now`; the first kind over its limit
     /// is an error (and stays one: the connection is to be closed).
     pub(crate) fn read(&mut self, bytes: &[u8], now: Instant) -> Result<(), Flood> {
-        if self
-            .window_start
-            .is_none_or(|start| now.saturating_duration_since(start) >= WINDOW)
-        {
-            self.window_start = Some(now);
-            self.counts = [0; Counted::ALL.len()];
-        }
+        self.roll(now);
         let (counts, last_stream) = (&mut self.counts, &mut self.last_stream);
         let mut flood = None;
         self.cursor.feed(bytes, |head| {
@@ -224,8 +222,42 @@ impl FrameGuard {
         flood.map_or(Ok(()), Err)
     }
 
+    /// Takes the next bytes the server wrote. Each DATA frame with a payload earns the client
+    /// two WINDOW_UPDATEs (its stream's and the connection's) and a PING: a client reading a
+    /// fast download sends a WINDOW_UPDATE per half window read, and some libraries ping to
+    /// size their window while data flows (hyper's adaptive window).
+    pub(crate) fn wrote(&mut self, bytes: &[u8], now: Instant) {
+        self.roll(now);
+        let counts = &mut self.counts;
+        self.out.feed(bytes, |head| {
+            if head.kind == DATA && head.len > 0 {
+                let wu = &mut counts[Counted::WindowUpdate as usize];
+                *wu = wu.saturating_sub(2);
+                let ping = &mut counts[Counted::Ping as usize];
+                *ping = ping.saturating_sub(1);
+            }
+        });
+    }
+
+    /// Whether what the server wrote so far ends between two frames: the only place another
+    /// frame (a GOAWAY) may go.
+    pub(crate) fn between_frames(&self) -> bool {
+        self.out.at_boundary()
+    }
+
     pub(crate) fn last_stream(&self) -> u32 {
         self.last_stream
+    }
+
+    /// Starts a new window when the current one is over.
+    fn roll(&mut self, now: Instant) {
+        if self
+            .window_start
+            .is_none_or(|start| now.saturating_duration_since(start) >= WINDOW)
+        {
+            self.window_start = Some(now);
+            self.counts = [0; Counted::ALL.len()];
+        }
     }
 }
 
@@ -326,6 +358,32 @@ mod tests {
             g.read(&frame(DATA, 0, 2 * i + 1, b"y"), t0).unwrap();
         }
         assert_eq!(g.last_stream(), 9_999);
+    }
+
+    #[test]
+    fn data_sent_pays_for_window_updates_and_pings() {
+        let t0 = Instant::now();
+        let mut g = FrameGuard::new();
+        g.read(&preface(), t0).unwrap();
+        let wu = frame(WINDOW_UPDATE, 0, 1, &[0, 0, 0x80, 0]);
+        let ping = frame(PING, 0, 0, &[0; 8]);
+        // A download: 20,000 DATA frames answered by 40,000 WINDOW_UPDATEs and 20,000 PINGs.
+        for _ in 0..20_000 {
+            g.wrote(&frame(DATA, 0, 1, &[0; 16]), t0);
+            g.read(&wu, t0).unwrap();
+            g.read(&wu, t0).unwrap();
+            g.read(&ping, t0).unwrap();
+        }
+        // Empty DATA earns nothing; and the GOAWAY may only go between the server's frames.
+        g.wrote(&frame(DATA, END_STREAM, 1, &[]), t0);
+        let mut over = Ok(());
+        for _ in 0..=Counted::WindowUpdate.limit() {
+            over = over.and(g.read(&wu, t0));
+        }
+        assert_eq!(over.unwrap_err().kind, Counted::WindowUpdate);
+        assert!(g.between_frames());
+        g.wrote(&frame(DATA, 0, 1, &[0; 16])[..12], t0);
+        assert!(!g.between_frames());
     }
 
     #[test]

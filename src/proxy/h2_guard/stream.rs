@@ -5,11 +5,11 @@
 //!
 //! The GOAWAY is written here, under h2, because pingora owns the `h2::server::Connection`
 //! and gives us no handle to call `abrupt_shutdown` on. It may only go out between two of
-//! h2's frames, so the frames h2 writes are followed too ([`FrameCursor`]); if h2 is mid-frame
+//! h2's frames, so the frames h2 writes are followed too ([`FrameGuard::wrote`]); if h2 is mid-frame
 //! when the flood is found, or the GOAWAY cannot be written within [`GOAWAY_LINGER`] (a client
 //! that floods and does not read), the connection is closed without it.
 
-use super::frames::{goaway, FrameCursor, FrameGuard, ENHANCE_YOUR_CALM};
+use super::frames::{goaway, FrameGuard, ENHANCE_YOUR_CALM};
 use async_trait::async_trait;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
@@ -55,9 +55,8 @@ enum Step {
 #[derive(Debug)]
 pub(crate) struct Guarded {
     inner: Stream,
+    /// Counts what the client sends, and follows what h2 writes.
     guard: FrameGuard,
-    /// Where h2's own frames start and end in what it writes.
-    out: FrameCursor,
     calm: Calm,
 }
 
@@ -66,7 +65,6 @@ impl Guarded {
         Guarded {
             inner,
             guard: FrameGuard::new(),
-            out: FrameCursor::server(),
             calm: Calm::Open,
         }
     }
@@ -152,7 +150,7 @@ impl AsyncRead for Guarded {
         // h2 never sees the bytes that went over the limit.
         buf.set_filled(before);
         tracing::info!(target: "access", error = %flood, "h2 connection closed with GOAWAY ENHANCE_YOUR_CALM");
-        this.calm = if this.out.at_boundary() {
+        this.calm = if this.guard.between_frames() {
             let debug = format!("{} flood", flood.kind.name());
             Calm::Closing {
                 frame: goaway(
@@ -182,7 +180,7 @@ impl AsyncWrite for Guarded {
             return this.poll_close(cx).map(Err);
         }
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.out.feed(&buf[..n], |_| {});
+        this.guard.wrote(&buf[..n], Instant::now());
         Poll::Ready(Ok(n))
     }
 
