@@ -72,19 +72,12 @@ impl TlsAccept {
         }))
     }
 
-    /// The acceptor of the TLS listener `tcp` was accepted on, if it was one: its local
-    /// address is the listener's, or has the port of a listener on the unspecified address.
+    /// The acceptor of the TLS listener `tcp` was accepted on, if it was one.
     pub(crate) fn acceptor(&self, tcp: &L4Stream) -> Option<Arc<Acceptor>> {
         let digest = tcp.get_socket_digest()?;
         let local = *digest.local_addr()?.as_inet()?;
-        let exact = self.listeners.iter().find(|(addr, _)| *addr == local);
-        exact
-            .or_else(|| {
-                self.listeners
-                    .iter()
-                    .find(|(addr, _)| addr.port() == local.port() && addr.ip().is_unspecified())
-            })
-            .map(|(_, acceptor)| acceptor.clone())
+        listener_of(self.listeners.iter().map(|(addr, _)| *addr), local)
+            .map(|i| self.listeners[i].1.clone())
     }
 
     /// The handshake on the handshake runtime, within the timeout.
@@ -102,5 +95,47 @@ impl TlsAccept {
             }
         });
         task.await.map_err(|_| HandshakeError::Runtime)?
+    }
+}
+
+/// Which of the `listeners` a connection whose local address is `local` came in on: the one
+/// with that exact address, else one on the unspecified address of the same family (`[::]`
+/// takes IPv4 too, as `::ffff:a.b.c.d`) and port.
+fn listener_of(
+    listeners: impl Iterator<Item = SocketAddr> + Clone,
+    local: SocketAddr,
+) -> Option<usize> {
+    listeners
+        .clone()
+        .position(|addr| addr == local)
+        .or_else(|| {
+            listeners.into_iter().position(|addr| {
+                addr.port() == local.port()
+                    && addr.ip().is_unspecified()
+                    && addr.is_ipv4() == local.is_ipv4()
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listener_of;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn a_connection_is_matched_to_its_listener() {
+        let listeners: Vec<SocketAddr> = ["127.0.0.1:8443", "0.0.0.0:9443", "[::]:7443"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let of = |local: &str| listener_of(listeners.iter().copied(), local.parse().unwrap());
+        assert_eq!(of("127.0.0.1:8443"), Some(0));
+        assert_eq!(of("10.1.2.3:9443"), Some(1));
+        assert_eq!(of("[::ffff:10.1.2.3]:7443"), Some(2));
+        assert_eq!(of("[::1]:7443"), Some(2));
+        // A plain listener elsewhere: [::1]:9443 is not the IPv4 TLS listener's.
+        assert_eq!(of("[::1]:9443"), None);
+        assert_eq!(of("127.0.0.1:8080"), None);
+        assert_eq!(of("10.0.0.1:8443"), None);
     }
 }
