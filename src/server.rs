@@ -5,10 +5,11 @@ use crate::admin::{AdminService, Readiness};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::drain::DrainService;
-use crate::proxy::head_guard::HeadGuard;
+use crate::proxy::head_guard::{HeadGuard, KEEPALIVE_IDLE};
 use crate::proxy::lean::workers::Workers;
 use crate::proxy::service::SidecarProxy;
 use crate::proxy::shared::Shared;
+use crate::proxy::tls_accept::{TlsAccept, TlsListener};
 use crate::proxy::trim::TrimService;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::ListenerConfig;
@@ -35,6 +36,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot start relay worker threads: {0}")]
     Workers(std::io::Error),
+    #[error("cannot start TLS handshake threads: {0}")]
+    TlsThreads(std::io::Error),
     #[error("TLS listener {addr}: {msg}")]
     Tls {
         addr: std::net::SocketAddr,
@@ -87,6 +90,7 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     let listeners = config.listeners.clone();
     let header_read_timeout = config.timeouts.header_read;
     let threads = config.threads;
+    let h2_max_concurrent_streams = config.limits.h2_max_concurrent_streams;
     let shared = Arc::new(Shared::new(config, metrics, upstream_addr));
     let app = |h2c: bool| {
         let mut app = pingora_proxy::http_proxy(
@@ -97,9 +101,33 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
         );
         let mut options = HttpServerOptions::default();
         options.h2c = h2c;
+        // pingora keeps an h2 connection with no stream open forever by default.
+        options.h2_idle_timeout = Some(KEEPALIVE_IDLE);
         app.server_options = Some(options);
+        // pingora's bounded defaults (64 KiB header list), with our stream limit.
+        let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
+        h2.max_concurrent_streams(h2_max_concurrent_streams);
+        app.h2_options = Some(h2);
         Arc::new(app)
     };
+    let mut tls_listeners = Vec::new();
+    for l in &listeners {
+        let Some(tls) = &l.tls else { continue };
+        let mut settings = pingora_core::listeners::tls::TlsSettings::intermediate(
+            &tls.cert.display().to_string(),
+            &tls.key.display().to_string(),
+        )
+        .map_err(|e| StartError::Tls {
+            addr: l.addr,
+            msg: e.to_string(),
+        })?;
+        settings.enable_h2();
+        // The pair was loaded and checked with the configuration, so this does not panic.
+        tls_listeners.push(TlsListener {
+            addr: l.addr,
+            acceptor: settings.build(),
+        });
+    }
     let mut proxy = Service::new(
         "sse-sidecar".to_string(),
         HeadGuard {
@@ -108,6 +136,8 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
             h1: app(false),
             h2c: app(true),
             timeout: header_read_timeout,
+            tls: TlsAccept::start(tls_listeners, threads, header_read_timeout)
+                .map_err(StartError::TlsThreads)?,
         },
     );
     for l in &listeners {
@@ -118,18 +148,9 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
             // chunk's size line, data and CRLF leave in one syscall.
             None => proxy
                 .add_listener(ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, 1460))),
-            Some(tls) => {
-                let mut settings = pingora_core::listeners::tls::TlsSettings::intermediate(
-                    &tls.cert.display().to_string(),
-                    &tls.key.display().to_string(),
-                )
-                .map_err(|e| StartError::Tls {
-                    addr: l.addr,
-                    msg: e.to_string(),
-                })?;
-                settings.enable_h2();
-                proxy.add_tls_with_settings(&addr, None, settings);
-            }
+            // TCP to pingora: the head guard has the handshake done (`TlsAccept`), with
+            // pingora's buffers for TLS listeners.
+            Some(_) => proxy.add_listener(ListenerConfig::tcp(addr)),
         }
     }
     server.add_service(proxy);

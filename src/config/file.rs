@@ -33,6 +33,7 @@ pub const KEYS: &[&str] = &[
     "shutdown.handoff_timeout",
     "limits.max_streams",
     "limits.max_stream_duration",
+    "limits.h2_max_concurrent_streams",
     "limits.header_read_timeout",
     "resume.paths",
     "resume.grace",

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 /// Padding larger than this is surely a typo; legacy buffers want about 2 KiB.
 const MAX_PADDING: usize = 64 * 1024;
+/// Highest `limits.h2_max_concurrent_streams`: each open stream holds buffers and a task.
+const MAX_H2_CONCURRENT_STREAMS: usize = 10_000;
 
 impl Config {
     /// Layers defaults < file < environment < flags and validates the result.
@@ -535,10 +537,23 @@ impl Validator<'_> {
         let limits = Limits {
             max_streams: self.number("limits.max_streams", 10_000, 10_000_000),
             max_stream_duration: self.optional_duration("limits.max_stream_duration", None),
+            h2_max_concurrent_streams: self.number(
+                "limits.h2_max_concurrent_streams",
+                100,
+                MAX_H2_CONCURRENT_STREAMS,
+            ) as u32,
         };
-        if limits.max_streams == 0 {
-            let (v, source) = self.raw.get("limits.max_streams").cloned()?;
-            self.bad("limits.max_streams", &v, source, "at least 1");
+        for (key, value) in [
+            ("limits.max_streams", limits.max_streams),
+            (
+                "limits.h2_max_concurrent_streams",
+                limits.h2_max_concurrent_streams as usize,
+            ),
+        ] {
+            if value == 0 {
+                let (v, source) = self.raw.get(key).cloned()?;
+                self.bad(key, &v, source, "at least 1");
+            }
         }
         if let Some(m) = metrics_listen {
             if listeners.iter().any(|l| l.addr == m) {

@@ -138,6 +138,9 @@ pub struct Shutdown {
 pub(crate) struct Limits {
     pub(crate) max_streams: usize,
     pub(crate) max_stream_duration: Option<Duration>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS the sidecar announces on every h2 connection (h2c and
+    /// TLS); a client opening more gets REFUSED_STREAM.
+    pub(crate) h2_max_concurrent_streams: u32,
 }
 
 /// Resumable streams (`resume.*`): off while `paths` is empty.
@@ -318,6 +321,10 @@ impl Config {
             opt(self.limits.max_stream_duration).into(),
         );
         limits.insert(
+            "h2_max_concurrent_streams".into(),
+            u64::from(self.limits.h2_max_concurrent_streams).into(),
+        );
+        limits.insert(
             "header_read_timeout".into(),
             d(self.timeouts.header_read).into(),
         );
@@ -398,6 +405,7 @@ mod tests {
         assert_eq!(c.timeouts.connect, Duration::from_secs(5));
         assert_eq!(c.sse.open_comment.as_deref(), Some("ok"));
         assert_eq!(c.limits.max_streams, 10_000);
+        assert_eq!(c.limits.h2_max_concurrent_streams, 100);
         assert!(c.sse.learn);
     }
 
@@ -431,6 +439,24 @@ mod tests {
         let off = Config::from_yaml("sse:\n  learn: off\n").unwrap();
         assert!(!off.sse.learn);
         assert_eq!(Config::from_yaml(&off.to_yaml()).unwrap(), off);
+    }
+
+    #[test]
+    fn h2_max_concurrent_streams_is_checked_and_round_trips() {
+        let c = Config::from_yaml("limits:\n  h2_max_concurrent_streams: 7\n").unwrap();
+        assert_eq!(c.limits.h2_max_concurrent_streams, 7);
+        assert_eq!(Config::from_yaml(&c.to_yaml()).unwrap(), c);
+        for bad in ["0", "-1", "many", "10001"] {
+            let err = Config::from_yaml(&format!("limits:\n  h2_max_concurrent_streams: {bad}\n"))
+                .unwrap_err();
+            assert!(
+                err.problems[0].starts_with(&format!(
+                    "limits.h2_max_concurrent_streams: invalid value \"{bad}\""
+                )),
+                "{:?}",
+                err.problems
+            );
+        }
     }
 
     #[test]

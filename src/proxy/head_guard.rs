@@ -8,16 +8,23 @@
 //! parses exactly what the client sent. Because it knows whether the connection opened with
 //! the h2 preface, it also routes h2c and HTTP/1 to two instances of the app: pingora's own h2c
 //! sniffing reads 24 bytes and would hang on a shorter HTTP/1 request.
+//!
+//! TLS listeners are plain TCP listeners to pingora: a connection on one is handshaken first
+//! ([`TlsAccept`]: within the same header timeout, off pingora's runtime). Every h2 connection,
+//! h2c or TLS, goes to pingora wrapped in [`Guarded`], which counts the client's frames.
 
 use crate::proxy::answers::Answer;
 use crate::proxy::candidate::is_candidate;
+use crate::proxy::h2_guard::stream::Guarded;
 use crate::proxy::http1::request::{parse_request, Request};
 use crate::proxy::lean::workers::Workers;
 use crate::proxy::shared::Shared;
+use crate::proxy::tls_accept::{HandshakeError, TlsAccept};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
+use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::{Ssl, Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +34,9 @@ use tokio::time::Instant;
 /// Largest request head accepted; larger heads get `431`.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 
-/// How long a kept-alive connection may sit idle before its next request starts.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// How long a kept-alive connection may sit idle before its next request starts; for h2, with
+/// no stream open (`h2_idle_timeout`), which also ends a header block that is never finished.
+pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
 pub(crate) struct HeadGuard<A> {
     /// The event loops lean streams run on.
@@ -40,6 +48,8 @@ pub(crate) struct HeadGuard<A> {
     /// The same app with h2c enabled, for connections that open with the h2 preface.
     pub(crate) h2c: Arc<A>,
     pub(crate) timeout: Duration,
+    /// The TLS listeners, whose connections are handshaken first.
+    pub(crate) tls: Option<TlsAccept>,
 }
 
 enum Head {
@@ -60,14 +70,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // Only plain TCP can be rewound; TLS streams go straight through (pingora's own
-        // per-read timeout and 1 MiB cap still apply there).
+        // Only plain TCP can be rewound; a TLS connection back for its next HTTP/1 request
+        // goes straight through (pingora's own per-read timeout and 1 MiB cap still apply).
         if !stream.as_any().is::<L4Stream>() {
             return self.h1.process_new(stream, shutdown).await;
         }
         let Ok(mut tcp) = stream.into_any().downcast::<L4Stream>() else {
             return None;
         };
+        if let Some(tls) = &self.tls {
+            if let Some(acceptor) = tls.acceptor(&tcp) {
+                return self.accept_tls(tls, acceptor, *tcp, shutdown).await;
+            }
+        }
         match read_head(&mut tcp, self.timeout).await {
             Head::Complete(bytes) => {
                 if let Some(req) = self.lean_candidate(&bytes).map(Box::new) {
@@ -92,7 +107,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
             }
             Head::H2c(bytes) => {
                 tcp.rewind(&bytes);
-                self.h2c.process_new(tcp, shutdown).await
+                self.h2c
+                    .process_new(Box::new(Guarded::new(tcp)), shutdown)
+                    .await
             }
             Head::Invalid(why) => {
                 reject(&mut tcp, 400, &why).await;
@@ -117,6 +134,34 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
 }
 
 impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
+    /// The TLS handshake ([`TlsAccept::handshake`]); then the connection goes to pingora,
+    /// which picks h2 or HTTP/1 by ALPN as on its own TLS listeners.
+    async fn accept_tls(
+        self: &Arc<Self>,
+        tls: &TlsAccept,
+        acceptor: Arc<Acceptor>,
+        tcp: L4Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let tls = match tls.handshake(acceptor, tcp).await {
+            Ok(tls) => tls,
+            Err(e @ HandshakeError::TimedOut(_)) => {
+                tracing::info!(target: "access", error = %e, "connection closed");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!("{e}");
+                return None;
+            }
+        };
+        let stream: Stream = if tls.selected_alpn_proto() == Some(ALPN::H2) {
+            Box::new(Guarded::new(Box::new(tls)))
+        } else {
+            Box::new(tls)
+        };
+        self.h1.process_new(stream, shutdown).await
+    }
+
     /// A request the lean relay takes: an SSE candidate over HTTP/1 to a plain-HTTP app.
     fn lean_candidate(&self, head: &[u8]) -> Option<Request> {
         if self.shared.config.upstream.tls {

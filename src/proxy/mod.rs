@@ -1,7 +1,9 @@
 //! The proxy: every request from the listener to the app and back. `docs/ARCHITECTURE.md`
 //! walks a chunk's path through these modules.
 //!
-//! - [`head_guard`]: reads each request head first and routes it: the lean relay, or pingora.
+//! - [`head_guard`]: reads each request head first (after the TLS handshake, on a TLS
+//!   listener) and routes it: the lean relay, or pingora; h2 connections go to pingora under
+//!   [`h2_guard`], which closes frame floods.
 //! - [`candidate`]: which requests are SSE candidates, and [`learned_routes`], the routes
 //!   learned from event streams met on pingora's normal path (`sse.learn`).
 //! - [`lean`]: SSE candidates over plain HTTP/1, on raw sockets and per-core event loops.
@@ -15,12 +17,14 @@
 //! - [`probe_stream`]: the diagnostic stream `sse-sidecar probe` reads (`probe.*`), served
 //!   by the sidecar itself.
 //! - [`resume`]: resumable streams, which outlive their client's connection.
+//! - [`tls_accept`]: TLS handshakes for the TLS listeners, bounded and off pingora's runtime.
 //! - [`shared`], [`drain`], [`trim`], [`access_log`]: process-wide state and services.
 
 pub(crate) mod access_log;
 pub(crate) mod answers;
 pub(crate) mod candidate;
 pub(crate) mod drain;
+pub(crate) mod h2_guard;
 pub(crate) mod head_guard;
 pub(crate) mod headers;
 pub(crate) mod http1;
@@ -32,6 +36,7 @@ pub(crate) mod service;
 pub(crate) mod session_relay;
 pub(crate) mod shared;
 pub(crate) mod stream;
+pub(crate) mod tls_accept;
 pub(crate) mod trim;
 pub(crate) mod upstream_error;
 pub(crate) mod upstream_request;

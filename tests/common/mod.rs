@@ -17,6 +17,7 @@
 //! - [`sse`]: a WHATWG event-stream parser for the client side, plus a streaming reader that
 //!   combines the client, optional gzip decoding and the parser.
 //! - [`h2c`]: an HTTP/2 prior-knowledge client (the `h2` crate).
+//! - [`h2_raw`]: HTTP/2 as raw frames, for the floods and malformed clients `h2` won't be.
 //! - [`haproxy`]: a real HAProxy with a given `timeout server`, and the lookup of middlebox
 //!   binaries.
 //! - [`nginx`]: a real nginx started from a temp prefix, as an untuned middlebox.
@@ -25,6 +26,7 @@
 //! - [`cutter`]: a TCP proxy that resets its connections on a schedule (a flaky network).
 //! - [`redis`]: a real `redis-server` on a free port, stopped and restarted at will.
 //! - [`resume`]: opening, resuming and checking resumed streams.
+//! - [`tls`]: a sidecar with a TLS listener, its self-signed certificate, a rustls client.
 //!
 //! Times are nanoseconds since one process-wide epoch ([`now_ns`]), so the origin's stamp in an
 //! event and the client's arrival time can be subtracted.
@@ -32,6 +34,7 @@
 
 pub mod client;
 pub mod cutter;
+pub mod h2_raw;
 pub mod h2c;
 pub mod haproxy;
 pub mod middlebox;
@@ -44,6 +47,7 @@ pub mod redis;
 pub mod resume;
 pub mod sidecar;
 pub mod sse;
+pub mod tls;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
