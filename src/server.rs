@@ -166,8 +166,11 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
             on_drain,
         },
     ));
-    if let Some(redis) = shared.resume.as_ref().and_then(|s| s.redis.clone()) {
-        server.add_service(background_service("resume-store", redis.service()));
+    if let Some(redis) = shared.redis.clone() {
+        server.add_service(background_service(
+            "resume-store",
+            crate::proxy::resume::redis::Service(redis),
+        ));
     }
     server.add_service(background_service(
         "malloc-trim",

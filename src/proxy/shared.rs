@@ -4,6 +4,7 @@
 
 use super::drain::Drain;
 use super::learned_routes::LearnedRoutes;
+use super::resume::redis::Redis;
 use super::resume::store::Store;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) drain: Arc<Drain>,
     /// Resumable streams; `None` when `resume.paths` is empty.
     pub(crate) resume: Option<Arc<Store>>,
+    /// The shared resume store (`resume.store: redis://…`), with resumable streams only.
+    pub(crate) redis: Option<Arc<Redis>>,
     /// Routes found to answer with event streams (`sse.learn`).
     pub(crate) learned: LearnedRoutes,
     /// Probe streams open now, for `probe.max_streams`.
@@ -62,6 +65,12 @@ impl Shared {
             drain: Arc::new(Drain::new(config.shutdown)),
             resume: (!config.resume.paths.is_empty())
                 .then(|| Arc::new(Store::new(config.resume.clone(), metrics.clone()))),
+            redis: match &config.resume.redis {
+                Some(r) if !config.resume.paths.is_empty() => {
+                    Some(Redis::new(r.clone(), &config.resume, metrics.clone()))
+                }
+                _ => None,
+            },
             learned: LearnedRoutes::new(),
             probes: AtomicUsize::new(0),
             relayed: AtomicUsize::new(0),

@@ -5,4 +5,5 @@
 
 pub(crate) mod redis;
 pub(crate) mod relay;
+pub(crate) mod source;
 pub(crate) mod store;

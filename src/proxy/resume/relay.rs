@@ -18,6 +18,7 @@
 //! store ([`super::redis::Follow`]). Either way the consumers, the grace and the budget are
 //! the same code.
 
+use super::source::{Framed, Over, Source};
 use super::store::{Attached, End, Entry, Store};
 use crate::metrics::{Outcome, ResumeResult};
 use crate::proxy::shared::Shared;
@@ -29,7 +30,6 @@ use crate::sse::resume_id::ResumeId;
 use crate::sse::Framer;
 use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
-use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,8 +61,8 @@ pub(crate) async fn lookup(shared: &Arc<Shared>, req: &RequestHeader) -> Lookup 
         return Lookup::NotOurs;
     };
     let result = match store.find(id.token) {
-        None => match &store.redis {
-            Some(redis) => return super::redis::lookup(shared, store, redis, &id, req).await,
+        None => match &shared.redis {
+            Some(redis) => return follow(shared, store, redis, &id, req).await,
             None => ResumeResult::Unknown,
         },
         Some(entry) if !store.same_client(&entry, req) => ResumeResult::Denied,
@@ -75,6 +75,46 @@ pub(crate) async fn lookup(shared: &Arc<Shared>, req: &RequestHeader) -> Lookup 
             }
             None => ResumeResult::Unknown,
         },
+    };
+    shared.metrics.resume(result, 0);
+    Lookup::Fresh
+}
+
+/// A resume of a stream this replica does not hold: found in the shared store, it is
+/// followed from there into a local entry (one per stream here, whatever its clients).
+async fn follow(
+    shared: &Arc<Shared>,
+    store: &Store,
+    redis: &Arc<super::redis::Redis>,
+    id: &ResumeId<'_>,
+    req: &RequestHeader,
+) -> Lookup {
+    let result = match super::redis::find(store, redis, id, req).await {
+        Ok(found) => match store.adopt(
+            id.token,
+            found.credentials,
+            found.target,
+            found.head,
+            id.seq,
+        ) {
+            Some((entry, new)) => {
+                if new {
+                    let follow = super::redis::Follow::new(redis.clone(), id.token, id.seq);
+                    spawn_source(shared.clone(), entry.clone(), follow);
+                }
+                match entry.attach(id.seq, &shared.metrics) {
+                    Some(attached) => {
+                        shared
+                            .metrics
+                            .resume(ResumeResult::Resumed, attached.replayed);
+                        return Lookup::Resume(entry, attached);
+                    }
+                    None => ResumeResult::Unknown,
+                }
+            }
+            None => ResumeResult::Unknown,
+        },
+        Err(result) => result,
     };
     shared.metrics.resume(result, 0);
     Lookup::Fresh
@@ -93,7 +133,7 @@ pub(crate) fn open(
     }
     // With the shared store away, a new stream could not be resumed elsewhere: it goes
     // without resume until the store is back.
-    if store.redis.as_ref().is_some_and(|r| !r.is_up()) {
+    if shared.redis.as_ref().is_some_and(|r| !r.is_up()) {
         return None;
     }
     let entry = store.open(req, head.clone())?;
@@ -114,10 +154,9 @@ pub(crate) fn spawn_producer<A: AppBody + Send + 'static>(
     wrote_prefix: bool,
 ) {
     let mirror = shared
-        .resume
+        .redis
         .as_ref()
-        .and_then(|s| s.redis.as_ref())
-        .map(|redis| redis.mirror(&entry));
+        .map(|redis| super::redis::Mirror::new(redis, &entry));
     let source = AppSource {
         framer: Framer::stamping(wrote_prefix, entry.token.clone()),
         app: Some(app),
@@ -125,49 +164,6 @@ pub(crate) fn spawn_producer<A: AppBody + Send + 'static>(
         shared: shared.clone(),
     };
     tokio::spawn(produce(shared, entry, source));
-}
-
-/// Bytes for a stream's log and the events they complete: (seq, offset just past the event).
-pub(crate) struct Framed {
-    pub bytes: Bytes,
-    pub ends: Vec<(u64, usize)>,
-}
-
-/// How a stream's producer stopped, for its source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Over {
-    /// Its end reached a client.
-    Delivered,
-    /// Its client closed it on purpose.
-    Cancelled,
-    /// Nobody resumed it within the grace, or the budget needed its room.
-    GivenUp,
-    /// The app's end is stored; this process is draining and leaves it to other replicas.
-    HandedOff,
-}
-
-/// What a producer reads into a stream's log.
-pub(crate) trait Source: Send {
-    /// The next bytes, `None` at a clean end. Cancel-safe.
-    fn next(&mut self) -> impl Future<Output = Result<Option<Framed>, UpstreamError>> + Send;
-
-    /// The stream has been parked for its grace: whether a client on another replica still
-    /// follows it (the grace then starts again).
-    fn followed_elsewhere(&mut self) -> impl Future<Output = bool> + Send {
-        std::future::ready(false)
-    }
-
-    /// Whether this process, draining, keeps reading the source into the shared store until
-    /// it ends (`shutdown.handoff_timeout`).
-    fn hands_off(&self) -> bool {
-        false
-    }
-
-    /// The stream is over here; once, before the producer stops.
-    fn over(&mut self, how: Over) -> impl Future<Output = ()> + Send {
-        let _ = how;
-        std::future::ready(())
-    }
 }
 
 /// The app's body, stamped with the sidecar's ids, mirrored into the shared store if any.

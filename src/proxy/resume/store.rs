@@ -24,8 +24,6 @@ pub(crate) struct Store {
     total: AtomicUsize,
     config: Resume,
     metrics: Arc<Metrics>,
-    /// The shared store, when `resume.store` names one.
-    pub(crate) redis: Option<Arc<super::redis::Redis>>,
 }
 
 /// A keyed hash of a client's credentials for one stream (see [`Store::credentials`]).
@@ -174,10 +172,6 @@ impl Store {
         Store {
             streams: Mutex::default(),
             total: AtomicUsize::new(0),
-            redis: config
-                .redis
-                .clone()
-                .map(|r| super::redis::Redis::new(r, &config, metrics.clone())),
             config,
             metrics,
         }

@@ -1,13 +1,12 @@
-//! A client resumes here a stream another replica holds: [`lookup`] finds it in the store
-//! and checks the client, and [`Follow`] reads its events from the store (replay, then live
-//! with blocking reads) into a local entry, whose consumers are the ordinary ones.
+//! A client resumes here a stream another replica holds: [`find`] finds it in the store and
+//! checks the client, and [`Follow`] reads its events from the store (replay, then live with
+//! blocking reads) into a local entry, whose consumers are the ordinary ones.
 
-use super::writer::Write;
-use super::{head_from_bytes, Op, Redis};
+use super::client::{head_from_bytes, Op, Redis};
+use super::write::Write;
 use crate::metrics::ResumeResult;
-use crate::proxy::resume::relay::{self, Framed, Lookup, Over, Source};
+use crate::proxy::resume::source::{Framed, Over, Source};
 use crate::proxy::resume::store::{Credentials, Store};
-use crate::proxy::shared::Shared;
 use crate::proxy::upstream_error::{Failure, UpstreamError};
 use crate::sse::resume_id::ResumeId;
 use bytes::Bytes;
@@ -28,45 +27,16 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-/// Finds the stream `id` names in the store; a local entry that follows it when this
-/// client may resume it after `id.seq`.
-pub(crate) async fn lookup(
-    shared: &Arc<Shared>,
-    store: &Store,
-    redis: &Arc<Redis>,
-    id: &ResumeId<'_>,
-    req: &RequestHeader,
-) -> Lookup {
-    let result = match find(store, redis, id, req).await {
-        Ok((credentials, target, head)) => {
-            match store.adopt(id.token, credentials, target, head, id.seq) {
-                Some((entry, new)) => {
-                    if new {
-                        let follow = Follow::new(redis.clone(), id.token, id.seq);
-                        relay::spawn_source(shared.clone(), entry.clone(), follow);
-                    }
-                    if let Some(attached) = entry.attach(id.seq, &shared.metrics) {
-                        shared
-                            .metrics
-                            .resume(ResumeResult::Resumed, attached.replayed);
-                        return Lookup::Resume(entry, attached);
-                    }
-                    ResumeResult::Unknown
-                }
-                None => ResumeResult::Unknown,
-            }
-        }
-        Err(result) => result,
-    };
-    shared.metrics.resume(result, 0);
-    Lookup::Fresh
+/// What a replica needs to follow a stream of another's for a client.
+pub(crate) struct Found {
+    pub credentials: Credentials,
+    pub target: Vec<u8>,
+    pub head: pingora_http::ResponseHeader,
 }
-
-type Found = (Credentials, Vec<u8>, pingora_http::ResponseHeader);
 
 /// The stream's credentials, target and head, when `req` may resume it after `id.seq` and
 /// the store still holds every event after that.
-async fn find(
+pub(crate) async fn find(
     store: &Store,
     redis: &Redis,
     id: &ResumeId<'_>,
@@ -170,7 +140,11 @@ async fn find_once(
         return Err(ResumeResult::Unknown);
     }
     let head = head_from_bytes(head).ok_or(ResumeResult::Unknown)?;
-    Ok((credentials, target.clone(), head))
+    Ok(Found {
+        credentials,
+        target: target.clone(),
+        head,
+    })
 }
 
 /// Reads a stream of another replica from the store, from the event after `seq`.
@@ -193,7 +167,7 @@ pub(crate) struct Follow {
 }
 
 impl Follow {
-    fn new(redis: Arc<Redis>, token: &str, seq: u64) -> Follow {
+    pub(crate) fn new(redis: Arc<Redis>, token: &str, seq: u64) -> Follow {
         let token: Arc<str> = token.into();
         let _ = redis.queue.try_send(Write::Follow {
             token: token.clone(),

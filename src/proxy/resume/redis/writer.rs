@@ -2,49 +2,18 @@
 //! writes what the relays queued, many writes to one pipeline, with each live stream's TTL
 //! refreshed and its Redis stream trimmed to about `resume.max_bytes`.
 
-use super::{Meta, Op, Redis};
+use super::client::{Op, Redis};
+use super::write::Write;
 use async_trait::async_trait;
-use bytes::Bytes;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use redis::aio::ConnectionManager;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// Writes per pipeline, at most.
 const BATCH: usize = 512;
-
-/// One write for the store.
-pub(crate) enum Write {
-    /// A stream opened on this replica.
-    Open { token: Arc<str>, meta: Meta },
-    /// Event `seq` (and the bytes before it since the previous event).
-    Event {
-        token: Arc<str>,
-        seq: u64,
-        bytes: Bytes,
-    },
-    /// The stream's end after event `seq`: `end` is `clean`, `failed` or `given_up`.
-    End {
-        token: Arc<str>,
-        seq: u64,
-        bytes: Bytes,
-        end: &'static str,
-        why: String,
-    },
-    /// Nothing to resume any more: its keys go now.
-    Forget { token: Arc<str> },
-    /// A client received the stream's end.
-    Delivered { token: Arc<str> },
-    /// A client on this replica follows the stream (refreshes the reader key).
-    Follow { token: Arc<str> },
-    /// No client on this replica follows it any more.
-    Unfollow { token: Arc<str> },
-    /// Answered once every write before it is done.
-    Flush(oneshot::Sender<()>),
-}
 
 /// A live stream's events in Redis, for trimming by bytes.
 #[derive(Default)]
@@ -53,7 +22,7 @@ struct Live {
     bytes: usize,
 }
 
-pub(crate) struct Service(pub(super) Arc<Redis>);
+pub(crate) struct Service(pub(crate) Arc<Redis>);
 
 #[async_trait]
 impl BackgroundService for Service {
