@@ -133,20 +133,52 @@ fn param_u64(q: &[(String, String)], name: &str, default: u64) -> u64 {
 
 #[derive(Default)]
 struct State {
-    requests: Mutex<Vec<RequestRecord>>,
+    requests: Mutex<Records>,
     tasks: Mutex<Vec<AbortHandle>>,
     next_conn: AtomicUsize,
     open_conns: AtomicUsize,
 }
 
-impl State {
-    fn update(&self, id: usize, f: impl FnOnce(&mut RequestRecord)) {
-        let mut reqs = self.requests.lock().unwrap();
-        f(&mut reqs[id]);
+/// The records kept: all of them, or the latest `limit` (a long-running test).
+#[derive(Default)]
+struct Records {
+    kept: Vec<RequestRecord>,
+    /// Records dropped from the front; `kept[0]` has id `dropped`.
+    dropped: usize,
+    limit: Option<usize>,
+}
+
+impl Records {
+    fn push(&mut self, mut rec: RequestRecord) -> usize {
+        let id = self.dropped + self.kept.len();
+        rec.id = id;
+        self.kept.push(rec);
+        // Drop in batches, so that keeping a limit costs one move per `limit` requests.
+        if let Some(limit) = self.limit.filter(|&l| self.kept.len() >= 2 * l.max(1)) {
+            let n = self.kept.len() - limit;
+            self.kept.drain(..n);
+            self.dropped += n;
+        }
+        id
+    }
+
+    fn get_mut(&mut self, id: usize) -> Option<&mut RequestRecord> {
+        self.kept.get_mut(id.checked_sub(self.dropped)?)
     }
 }
 
-/// The in-process origin. Dropping it stops it and closes its connections.
+impl State {
+    /// Applies `f` to request `id`'s record, unless the record was dropped (see
+    /// [`Origin::keep_latest`]).
+    fn update(&self, id: usize, f: impl FnOnce(&mut RequestRecord)) {
+        if let Some(r) = self.requests.lock().unwrap().get_mut(id) {
+            f(r);
+        }
+    }
+}
+
+/// The in-process origin. Dropping it stops it and closes its connections; [`Origin::stop`]
+/// and [`Origin::restart`] crash and restart it on the same address.
 pub struct Origin {
     addr: SocketAddr,
     state: Arc<State>,
@@ -158,25 +190,31 @@ impl Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("origin bind");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
-        let st = state.clone();
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let conn_id = st.next_conn.fetch_add(1, Ordering::SeqCst);
-                let st2 = st.clone();
-                let h = tokio::spawn(async move {
-                    st2.open_conns.fetch_add(1, Ordering::SeqCst);
-                    serve_conn(st2.clone(), stream, peer, conn_id).await;
-                    st2.open_conns.fetch_sub(1, Ordering::SeqCst);
-                });
-                st.tasks.lock().unwrap().push(h.abort_handle());
-            }
-        });
-        state.tasks.lock().unwrap().push(accept.abort_handle());
+        serve(listener, &state);
         Origin { addr, state }
+    }
+
+    /// Stops the app as a crash would: the listener and every connection close at once
+    /// (connections are dropped, a FIN each). [`Self::restart`] brings it back.
+    pub fn stop(&self) {
+        for t in self.state.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Serves again on the same address after [`Self::stop`], keeping the records.
+    pub async fn restart(&self) {
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .unwrap_or_else(|e| panic!("origin rebind {}: {e}", self.addr));
+        serve(listener, &self.state);
+    }
+
+    /// Keeps only the latest `limit` request records (at most twice that between trims), so a
+    /// test that makes requests for minutes does not grow without bound; `requests()` then
+    /// sees only those.
+    pub fn keep_latest(&self, limit: usize) {
+        self.state.requests.lock().unwrap().limit = Some(limit);
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -190,13 +228,13 @@ impl Origin {
 
     /// A snapshot of every request seen so far, in arrival order.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.state.requests.lock().unwrap().clone()
+        self.state.requests.lock().unwrap().kept.clone()
     }
 
     /// Runs `f` on the requests seen so far without copying them (for polling a stream whose
     /// recorded body is large).
     pub fn inspect<T>(&self, f: impl FnOnce(&[RequestRecord]) -> T) -> T {
-        f(&self.state.requests.lock().unwrap())
+        f(&self.state.requests.lock().unwrap().kept)
     }
 
     /// Requests whose path (without query) or whole target equals `path`.
@@ -239,6 +277,48 @@ impl Origin {
             );
         }
         self.requests_to(path).pop().unwrap()
+    }
+}
+
+/// Accepts on `listener` until [`Origin::stop`], each connection in a task of its own.
+fn serve(listener: TcpListener, state: &Arc<State>) {
+    let st = state.clone();
+    let accept = tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let conn_id = st.next_conn.fetch_add(1, Ordering::SeqCst);
+            let st2 = st.clone();
+            let h = tokio::spawn(async move {
+                let _open = OpenConn::count(&st2);
+                serve_conn(st2.clone(), stream, peer, conn_id).await;
+            });
+            let mut tasks = st.tasks.lock().unwrap();
+            // Forget finished connections now and then: a long test makes many.
+            if tasks.len() >= 1024 && tasks.len().is_power_of_two() {
+                tasks.retain(|t| !t.is_finished());
+            }
+            tasks.push(h.abort_handle());
+        }
+    });
+    state.tasks.lock().unwrap().push(accept.abort_handle());
+}
+
+/// Counts a connection as open until dropped, also when [`Origin::stop`] aborts its task.
+struct OpenConn(Arc<State>);
+
+impl OpenConn {
+    fn count(state: &Arc<State>) -> OpenConn {
+        state.open_conns.fetch_add(1, Ordering::SeqCst);
+        OpenConn(state.clone())
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.open_conns.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -492,24 +572,18 @@ impl Conn {
             headers,
         };
         let (path, query) = split_target(&p.target);
-        let id = {
-            let mut reqs = self.state.requests.lock().unwrap();
-            let id = reqs.len();
-            reqs.push(RequestRecord {
-                id,
-                conn: self.id,
-                peer: Some(peer),
-                method: p.method.clone(),
-                target: p.target.clone(),
-                path,
-                query,
-                version: p.version.clone(),
-                headers: p.headers.clone(),
-                received_ns: now_ns(),
-                ..Default::default()
-            });
-            id
-        };
+        let id = self.state.requests.lock().unwrap().push(RequestRecord {
+            conn: self.id,
+            peer: Some(peer),
+            method: p.method.clone(),
+            target: p.target.clone(),
+            path,
+            query,
+            version: p.version.clone(),
+            headers: p.headers.clone(),
+            received_ns: now_ns(),
+            ..Default::default()
+        });
         self.reqs.push(id);
         let hv = |name: &str| {
             p.headers
@@ -729,8 +803,10 @@ async fn handle(c: &mut Conn, (id, p): (usize, Parsed)) -> Result<bool, Gone> {
         }
         "/echo" => {
             let (body, was_chunked) = {
-                let reqs = c.state.requests.lock().unwrap();
-                (reqs[id].body.clone(), reqs[id].body_chunked)
+                let mut reqs = c.state.requests.lock().unwrap();
+                reqs.get_mut(id)
+                    .map(|r| (r.body.clone(), r.body_chunked))
+                    .unwrap_or_default()
             };
             headers.push(("X-Echo-Method".into(), p.method.clone()));
             headers.push((
