@@ -422,7 +422,7 @@ async fn soak() {
             format!("sse requests {c}"),
             value(
                 &text,
-                &format!("sse_sidecar_requests_total{{kind=\"sse\",code=\"{c}\"}}"),
+                &format!("sse_sidecar_requests_total{{code=\"{c}\",kind=\"sse\"}}"),
             ),
         )
     }))
