@@ -26,7 +26,7 @@
 //! with none lost or repeated (across resumes too), and each end counted as one outcome
 //! (see tally.rs); a cut must fall on an event boundary (slow readers excepted); 15 s
 //! without a byte is a stall. At the end every client leaves; the sidecar must come back to
-//! zero streams and to the fds it had before the first stream (±[`FD_SLACK`]), and no process
+//! zero streams and to the fds it had before the first stream (±[`END_FD_SLACK`]), and no process
 //! may have logged a panic. `SOAK_SEED` replays a run's churn and stream shapes.
 
 mod clients;
@@ -49,6 +49,8 @@ use tally::{Tally, OUTCOMES};
 /// Tolerance on fd figures: sockets in flight while a count is taken (a connection one side
 /// has closed and the other not yet noticed, a reconnect not yet counted).
 const FD_SLACK: i64 = 8;
+/// After the last wave nothing is in flight: the fds must be back to within this.
+const END_FD_SLACK: i64 = 2;
 const RSS_GROWTH_LIMIT: f64 = 0.05;
 const CHURN_PERCENT: u64 = 10;
 
@@ -443,11 +445,11 @@ async fn soak() {
     origin.stop();
     let mut fds_end = open_fds(last.pid);
     let end = Instant::now() + Duration::from_secs(10);
-    while (fds_end as i64 - fds_start as i64) > FD_SLACK / 4 && Instant::now() < end {
+    while (fds_end as i64 - fds_start as i64) > END_FD_SLACK && Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(200)).await;
         fds_end = open_fds(last.pid);
     }
-    if (fds_end as i64 - fds_start as i64).abs() > FD_SLACK / 4 {
+    if (fds_end as i64 - fds_start as i64).abs() > END_FD_SLACK {
         env.tally.violation(format!(
             "fds {fds_end} after the last wave, {fds_start} before the first stream"
         ));
