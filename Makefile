@@ -9,6 +9,8 @@
 #   make k8s-validate   examples/kubernetes/ against the Kubernetes schemas
 #   make bench          the full benchmark against nginx and HAProxy (~25 min)
 #   make bench-smoke    the same workloads, tiny, as in CI
+#   make soak           the fault soak: 2,000 streams, churn, resets, app restarts, upgrades
+#                       (SOAK_SECS=1800 by default; soak-smoke runs 120 s, as in CI)
 #
 # One build profile: everything, tests included, is built with --release. The timing
 # tests (events delivered one by one, upstream closed within 100 ms of the client
@@ -35,10 +37,10 @@ SHELL_SCRIPTS := .ci/run scripts/install-deps.sh scripts/py-tools.sh scripts/run
 	scripts/suite.sh scripts/check-configs.sh scripts/validate-k8s.sh scripts/docker-mirror.sh
 
 .PHONY: help deps build release-bin run test test-deps lint fmt-check clippy shellcheck \
-	hadolint cargo-test check-config k8s-validate docker-check bench bench-smoke
+	hadolint cargo-test check-config k8s-validate docker-check bench bench-smoke soak soak-smoke
 
 help:
-	@sed -n '4,11s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '4,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 deps:
 	@scripts/install-deps.sh $(BUILD_PKGS)
@@ -106,3 +108,12 @@ bench-smoke: test-deps
 	else \
 		echo "bench-smoke: skipped, scripts/bench.sh is not there yet" | tee -a "$${SUITE_NOTE:-/dev/null}"; \
 	fi
+
+# The fault soak (tests/soak/): one ignored test, run alone so that nothing else loads the
+# machine while it measures RSS and fds. SOAK_STREAMS and SOAK_SEED pass through too.
+SOAK_SECS ?= 1800
+soak: deps
+	SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release $(LOCKED) --test soak -- --ignored --nocapture
+
+soak-smoke:
+	@$(MAKE) --no-print-directory soak SOAK_SECS=120

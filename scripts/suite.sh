@@ -21,6 +21,7 @@ DEFAULT_STEPS=(
     k8s-validate:5m
     docker-check:20m
     bench-smoke:15m
+    soak-smoke:6m
 )
 steps=("${@:-${DEFAULT_STEPS[@]}}")
 

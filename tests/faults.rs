@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::client::{self, End};
-use common::process::{rss, RssWatch};
+use common::process::{open_fds as fds, raise_nofile, rss, RssWatch};
 use common::raw_origin::{chunk, RawOrigin, SSE_HEAD};
 use common::sse::{Item, SseStream};
 use common::{ms, now_ns, show, Origin, Sidecar};
@@ -32,35 +32,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 // ---------------------------------------------------------------------------------------------
 // Helpers: process figures, metrics, raw-origin handlers
 // ---------------------------------------------------------------------------------------------
-
-/// Raises this process's soft `RLIMIT_NOFILE` to at least `want` (up to the hard limit); the
-/// sidecar, spawned afterwards, inherits it. Panics if the hard limit is too low.
-fn raise_nofile(want: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if lim.rlim_cur < want {
-            assert!(
-                lim.rlim_max >= want,
-                "RLIMIT_NOFILE hard limit {} is below the {want} this test needs",
-                lim.rlim_max
-            );
-            lim.rlim_cur = lim.rlim_max;
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        }
-    }
-}
-
-/// Open file descriptors of `pid`.
-fn fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("proc fd")
-        .count()
-}
 
 async fn open_sse(addr: SocketAddr, target: &str) -> SseStream {
     SseStream::new(client::send(addr, &client::request("GET", target, &[ES], None), "GET").await)

@@ -9,15 +9,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::client::{self, End};
 use common::origin::RequestRecord;
-use common::process::Process;
+use common::sidecar::{spawn_upgrader, wait_file};
 use common::sse::{Item, SseStream};
 use common::{ms, now_ns, show, wait_listening, Origin, Sidecar};
 
@@ -654,30 +652,6 @@ async fn max_stream_duration_closes_at_boundary_with_retry() {
 
 /// A second sidecar process started with `--upgrade` on the same listen address; killed on
 /// drop, its stderr printed if the test fails.
-fn spawn_upgrader(args: &[String], env: &[(&str, String)], stderr: PathBuf) -> Process {
-    let mut cmd = common::sidecar::command();
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().expect("spawn sse-sidecar --upgrade");
-    Process::new("upgraded sse-sidecar", child, stderr)
-}
-
-fn wait_file(p: &Path, deadline: Duration) -> bool {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if p.exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
 /// SIGQUIT upgrade with streams open: a new process started with `--upgrade` receives the
 /// listening socket, every new request during and after the hand-over is served (none
 /// refused), the old process drains its open streams cleanly (retry block, terminating chunk)

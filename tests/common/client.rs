@@ -132,15 +132,29 @@ pub struct Conn {
 
 impl Conn {
     pub async fn connect(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr)
+        Conn::try_connect(addr)
             .await
-            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream.set_nodelay(true).unwrap();
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+    }
+
+    /// Like [`Conn::connect`], with the error returned (a test that counts failures).
+    pub async fn try_connect(addr: SocketAddr) -> std::io::Result<Conn> {
+        Ok(Conn::from_stream(TcpStream::connect(addr).await?))
+    }
+
+    /// A client on a socket the test connected itself (options set before connecting).
+    pub fn from_stream(stream: TcpStream) -> Conn {
+        let _ = stream.set_nodelay(true);
         Conn {
             stream,
             buf: Vec::new(),
             last_read_ns: 0,
         }
+    }
+
+    /// Sends `bytes`; the error returned (see [`Conn::send`]).
+    pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

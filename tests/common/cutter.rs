@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
 use super::now_ns;
+use super::rng::XorShift;
 
 /// The listener stops accepting after this many connections, so a client that reconnects in a
 /// tight loop cannot keep a test running.
@@ -50,7 +51,7 @@ impl Cutter {
         let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let (c, t) = (counts.clone(), tasks.clone());
         let accept = tokio::spawn(async move {
-            let mut rng = XorShift(now_ns() | 1);
+            let mut rng = XorShift::new(now_ns());
             while c.accepted.load(Ordering::SeqCst) < MAX_CONNECTIONS {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
@@ -109,28 +110,5 @@ async fn relay(mut client: TcpStream, target: SocketAddr, life: Duration, counts
         let _ = client.set_zero_linger();
         let _ = app.set_zero_linger();
         counts.cuts.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// A tiny PRNG for the jitter (no `rand` dependency; quality does not matter here).
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A duration uniform in `[every - jitter, every + jitter]`.
-    fn around(&mut self, every: Duration, jitter: Duration) -> Duration {
-        let span = 2 * jitter.as_micros() as u64;
-        let offset = if span == 0 {
-            0
-        } else {
-            self.next() % (span + 1)
-        };
-        (every - jitter) + Duration::from_micros(offset)
     }
 }

@@ -23,28 +23,37 @@ pub struct H2Conn {
 impl H2Conn {
     /// Connects and performs the HTTP/2 handshake (connection preface, no upgrade).
     pub async fn connect(addr: SocketAddr) -> H2Conn {
-        let tcp = TcpStream::connect(addr).await.expect("h2c connect");
-        H2Conn::handshake(addr, tcp).await
+        H2Conn::try_connect(addr, false)
+            .await
+            .unwrap_or_else(|e| panic!("h2c connect {addr}: {e}"))
     }
 
     /// Like [`H2Conn::connect`], but [`H2Conn::close`] resets the TCP connection (RST, as a
     /// network failure would) instead of closing it with a FIN.
     pub async fn connect_resetting(addr: SocketAddr) -> H2Conn {
-        let tcp = TcpStream::connect(addr).await.expect("h2c connect");
-        tcp.set_zero_linger().unwrap();
-        H2Conn::handshake(addr, tcp).await
+        H2Conn::try_connect(addr, true)
+            .await
+            .unwrap_or_else(|e| panic!("h2c connect {addr}: {e}"))
     }
 
-    async fn handshake(addr: SocketAddr, tcp: TcpStream) -> H2Conn {
-        tcp.set_nodelay(true).unwrap();
+    /// [`H2Conn::connect`] (`resetting`: [`H2Conn::connect_resetting`]) with the error
+    /// returned, for a test that counts failures.
+    pub async fn try_connect(addr: SocketAddr, resetting: bool) -> Result<H2Conn, String> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        if resetting {
+            tcp.set_zero_linger().map_err(|e| e.to_string())?;
+        }
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
         let (send, conn) = tokio::time::timeout(Duration::from_secs(5), h2::client::handshake(tcp))
             .await
-            .expect("h2c handshake timed out")
-            .expect("h2c handshake");
+            .map_err(|_| "h2c handshake timed out".to_string())?
+            .map_err(|e| format!("h2c handshake: {e}"))?;
         let driver = tokio::spawn(async move {
             let _ = conn.await;
         });
-        H2Conn { addr, send, driver }
+        Ok(H2Conn { addr, send, driver })
     }
 
     /// Sends a request; returns the response head, its body stream and the request stream
@@ -56,31 +65,45 @@ impl H2Conn {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> H2Response {
+        self.try_request(method, target, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("h2 {method} {target}: {e}"))
+    }
+
+    /// [`H2Conn::request`] with the error returned (a refused stream, a connection gone).
+    /// Takes `&self`: requests on one connection may be made from several tasks.
+    pub async fn try_request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<H2Response, String> {
         let mut b = http::Request::builder()
             .method(method)
             .uri(format!("http://{}{}", self.addr, target));
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let req = b.body(()).unwrap();
+        let req = b.body(()).map_err(|e| e.to_string())?;
         let mut send = tokio::time::timeout(Duration::from_secs(5), self.send.clone().ready())
             .await
-            .expect("h2 ready timed out")
-            .expect("h2 ready");
+            .map_err(|_| "h2 ready timed out".to_string())?
+            .map_err(|e| format!("h2 ready: {e}"))?;
         let (resp, mut stream) = send
             .send_request(req, body.is_none())
-            .expect("h2 send_request");
+            .map_err(|e| format!("h2 send_request: {e}"))?;
         if let Some(body) = body {
             stream
                 .send_data(Bytes::copy_from_slice(body), true)
-                .expect("h2 send_data");
+                .map_err(|e| format!("h2 send_data: {e}"))?;
         }
         let resp = tokio::time::timeout(Duration::from_secs(5), resp)
             .await
-            .expect("h2 response head timed out")
-            .expect("h2 response");
+            .map_err(|_| "h2 response head timed out".to_string())?
+            .map_err(|e| format!("h2 response: {e}"))?;
         let (parts, recv) = resp.into_parts();
-        H2Response {
+        Ok(H2Response {
             parts,
             recv,
             send: stream,
@@ -89,7 +112,19 @@ impl H2Conn {
             items: Vec::new(),
             body: Vec::new(),
             ended: false,
-        }
+            error: None,
+        })
+    }
+
+    /// Drops the connection from a shared handle (the driver stops; FIN, or RST for a
+    /// resetting connection); its streams end with an error.
+    pub fn kill(&self) {
+        self.driver.abort();
+    }
+
+    /// Whether the connection's driver has stopped (the server closed it, or an error).
+    pub fn is_closed(&self) -> bool {
+        self.driver.is_finished()
     }
 
     /// Drops the connection: the TCP socket is closed (FIN; RST for a resetting connection).
@@ -110,6 +145,8 @@ pub struct H2Response {
     pub items: Vec<Timed>,
     pub body: Vec<u8>,
     pub ended: bool,
+    /// Why the stream ended, when it was not END_STREAM (a reset, the connection gone).
+    pub error: Option<String>,
 }
 
 impl H2Response {
@@ -129,8 +166,9 @@ impl H2Response {
                 self.body.extend_from_slice(&d);
                 Some((d, super::now_ns()))
             }
-            Ok(_) => {
+            Ok(r) => {
                 self.ended = true;
+                self.error = r.and_then(|r| r.err()).map(|e| e.to_string());
                 None
             }
             Err(_) => None,

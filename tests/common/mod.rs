@@ -5,13 +5,13 @@
 //! - [`origin::Origin`]: a scriptable SSE/HTTP origin inside the test process. Its behaviour
 //!   is chosen per request by path and query (see the module doc) and it records what it saw:
 //!   request headers and body, the bytes it sent, when the response started and when its
-//!   connection closed.
+//!   connection closed. It can be stopped and restarted on its address (an app restart).
 //! - [`raw_origin::RawOrigin`]: an origin whose connections are handled by a test's own
 //!   closure, for bytes the scriptable origin cannot send.
 //! - [`sidecar::Sidecar`]: the real `sse-sidecar` binary on free ports, killed on drop, its
 //!   stderr printed when a test fails.
 //! - [`process::Process`]: any other child process a test starts, killed on drop, its log
-//!   printed when the test fails.
+//!   printed when the test fails; its RSS and open fds from /proc.
 //! - [`client`]: a raw HTTP/1.1 client that writes request bytes itself and reads the body
 //!   incrementally with arrival timestamps, keeping the raw bytes for framing assertions.
 //! - [`sse`]: a WHATWG event-stream parser for the client side, plus a streaming reader that
@@ -27,6 +27,7 @@
 //! - [`redis`]: a real `redis-server` on a free port, stopped and restarted at will.
 //! - [`resume`]: opening, resuming and checking resumed streams.
 //! - [`tls`]: a sidecar with a TLS listener, its self-signed certificate, a rustls client.
+//! - [`rng`]: a small seeded PRNG (jitter, the soak's churn).
 //!
 //! Times are nanoseconds since one process-wide epoch ([`now_ns`]), so the origin's stamp in an
 //! event and the client's arrival time can be subtracted.
@@ -45,6 +46,7 @@ pub mod process;
 pub mod raw_origin;
 pub mod redis;
 pub mod resume;
+pub mod rng;
 pub mod sidecar;
 pub mod sse;
 pub mod tls;

@@ -41,112 +41,34 @@ use tokio::task::AbortHandle;
 
 use super::now_ns;
 
-/// What the origin saw and did for one request.
-#[derive(Clone, Default)]
-pub struct RequestRecord {
-    pub id: usize,
-    /// Connection number (same number = same upstream connection, i.e. reuse).
-    pub conn: usize,
-    pub peer: Option<SocketAddr>,
-    pub method: String,
-    /// The request target as written on the request line.
-    pub target: String,
-    /// The target without its query.
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    pub version: String,
-    /// Request headers in order, names as received.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub body_chunked: bool,
-    pub received_ns: u64,
-    pub response_started_ns: Option<u64>,
-    pub response_done_ns: Option<u64>,
-    /// The payload bytes written (after content coding, before chunked framing).
-    pub body_sent: Vec<u8>,
-    /// `(seq, t_ns)` for each SSE event written.
-    pub events_sent: Vec<(u64, u64)>,
-    /// When the origin saw its connection close (EOF, reset, write error, or its own close).
-    pub closed_ns: Option<u64>,
-    pub close_reason: Option<String>,
-}
+mod bodies;
+mod records;
 
-impl std::fmt::Debug for RequestRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestRecord")
-            .field("id", &self.id)
-            .field("conn", &self.conn)
-            .field("method", &self.method)
-            .field("target", &self.target)
-            .field("version", &self.version)
-            .field("headers", &self.headers)
-            .field("body", &super::show(&self.body))
-            .field("body_chunked", &self.body_chunked)
-            .field("received_ns", &self.received_ns)
-            .field("response_started_ns", &self.response_started_ns)
-            .field("response_done_ns", &self.response_done_ns)
-            .field("body_sent", &super::show(&self.body_sent))
-            .field("events_sent", &self.events_sent)
-            .field("closed_ns", &self.closed_ns)
-            .field("close_reason", &self.close_reason)
-            .finish()
-    }
-}
-
-impl RequestRecord {
-    /// First value of a header (case-insensitive name).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// All values of a header.
-    pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    pub fn has_header(&self, name: &str) -> bool {
-        self.header(name).is_some()
-    }
-
-    /// A query parameter.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        param(&self.query, name)
-    }
-}
-
-fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
-fn param_u64(q: &[(String, String)], name: &str, default: u64) -> u64 {
-    param(q, name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+pub use bodies::{big_body, json_body};
+use bodies::{reason, StreamGz};
+use records::{matches, param, param_u64, summary, Records};
+pub use records::{split_target, RequestRecord};
 
 #[derive(Default)]
 struct State {
-    requests: Mutex<Vec<RequestRecord>>,
+    requests: Mutex<Records>,
     tasks: Mutex<Vec<AbortHandle>>,
     next_conn: AtomicUsize,
     open_conns: AtomicUsize,
 }
 
 impl State {
+    /// Applies `f` to request `id`'s record, unless the record was dropped (see
+    /// [`Origin::keep_latest`]).
     fn update(&self, id: usize, f: impl FnOnce(&mut RequestRecord)) {
-        let mut reqs = self.requests.lock().unwrap();
-        f(&mut reqs[id]);
+        if let Some(r) = self.requests.lock().unwrap().get_mut(id) {
+            f(r);
+        }
     }
 }
 
-/// The in-process origin. Dropping it stops it and closes its connections.
+/// The in-process origin. Dropping it stops it and closes its connections; [`Origin::stop`]
+/// and [`Origin::restart`] crash and restart it on the same address.
 pub struct Origin {
     addr: SocketAddr,
     state: Arc<State>,
@@ -158,25 +80,31 @@ impl Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("origin bind");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
-        let st = state.clone();
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let conn_id = st.next_conn.fetch_add(1, Ordering::SeqCst);
-                let st2 = st.clone();
-                let h = tokio::spawn(async move {
-                    st2.open_conns.fetch_add(1, Ordering::SeqCst);
-                    serve_conn(st2.clone(), stream, peer, conn_id).await;
-                    st2.open_conns.fetch_sub(1, Ordering::SeqCst);
-                });
-                st.tasks.lock().unwrap().push(h.abort_handle());
-            }
-        });
-        state.tasks.lock().unwrap().push(accept.abort_handle());
+        serve(listener, &state);
         Origin { addr, state }
+    }
+
+    /// Stops the app as a crash would: the listener and every connection close at once
+    /// (connections are dropped, a FIN each). [`Self::restart`] brings it back.
+    pub fn stop(&self) {
+        for t in self.state.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Serves again on the same address after [`Self::stop`], keeping the records.
+    pub async fn restart(&self) {
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .unwrap_or_else(|e| panic!("origin rebind {}: {e}", self.addr));
+        serve(listener, &self.state);
+    }
+
+    /// Keeps only the latest `limit` request records (at most twice that between trims), so a
+    /// test that makes requests for minutes does not grow without bound; `requests()` then
+    /// sees only those.
+    pub fn keep_latest(&self, limit: usize) {
+        self.state.requests.lock().unwrap().limit = Some(limit);
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -190,13 +118,13 @@ impl Origin {
 
     /// A snapshot of every request seen so far, in arrival order.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.state.requests.lock().unwrap().clone()
+        self.state.requests.lock().unwrap().kept.clone()
     }
 
     /// Runs `f` on the requests seen so far without copying them (for polling a stream whose
     /// recorded body is large).
     pub fn inspect<T>(&self, f: impl FnOnce(&[RequestRecord]) -> T) -> T {
-        f(&self.state.requests.lock().unwrap())
+        f(&self.state.requests.lock().unwrap().kept)
     }
 
     /// Requests whose path (without query) or whole target equals `path`.
@@ -242,22 +170,46 @@ impl Origin {
     }
 }
 
-fn matches(r: &RequestRecord, path: &str) -> bool {
-    r.path == path || r.target == path
+/// Accepts on `listener` until [`Origin::stop`], each connection in a task of its own.
+fn serve(listener: TcpListener, state: &Arc<State>) {
+    let st = state.clone();
+    let accept = tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let conn_id = st.next_conn.fetch_add(1, Ordering::SeqCst);
+            let st2 = st.clone();
+            let h = tokio::spawn(async move {
+                let _open = OpenConn::count(&st2);
+                serve_conn(st2.clone(), stream, peer, conn_id).await;
+            });
+            let mut tasks = st.tasks.lock().unwrap();
+            // Forget finished connections now and then: a long test makes many.
+            if tasks.len() >= 1024 && tasks.len().is_power_of_two() {
+                tasks.retain(|t| !t.is_finished());
+            }
+            tasks.push(h.abort_handle());
+        }
+    });
+    state.tasks.lock().unwrap().push(accept.abort_handle());
 }
 
-fn summary(r: &RequestRecord) -> String {
-    format!(
-        "#{} conn {} {} {} started={:?} closed={:?} ({:?}) events={}",
-        r.id,
-        r.conn,
-        r.method,
-        r.target,
-        r.response_started_ns,
-        r.closed_ns,
-        r.close_reason,
-        r.events_sent.len()
-    )
+/// Counts a connection as open until dropped, also when [`Origin::stop`] aborts its task.
+struct OpenConn(Arc<State>);
+
+impl OpenConn {
+    fn count(state: &Arc<State>) -> OpenConn {
+        state.open_conns.fetch_add(1, Ordering::SeqCst);
+        OpenConn(state.clone())
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.open_conns.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Origin {
@@ -266,28 +218,6 @@ impl Drop for Origin {
             t.abort();
         }
     }
-}
-
-/// The body `/json?size=N` sends (before any gzip).
-pub fn json_body(size: usize) -> Vec<u8> {
-    format!(
-        r#"{{"ok":true,"items":[1,2,3],"pad":"{}"}}"#,
-        "x".repeat(size)
-    )
-    .into_bytes()
-}
-
-/// The body `/big?size=N` sends: deterministic, not text, not compressible.
-pub fn big_body(size: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// Why a connection ended from the origin's point of view.
@@ -383,44 +313,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn pct_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Splits a request target into path and decoded query pairs.
-pub fn split_target(target: &str) -> (String, Vec<(String, String)>) {
-    let (path, q) = target.split_once('?').unwrap_or((target, ""));
-    let query = q
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (pct_decode(k), pct_decode(v))
-        })
-        .collect();
-    (path.to_string(), query)
-}
-
 impl Conn {
     /// Reads more bytes into the buffer.
     async fn fill(&mut self) -> Result<(), Gone> {
@@ -492,24 +384,18 @@ impl Conn {
             headers,
         };
         let (path, query) = split_target(&p.target);
-        let id = {
-            let mut reqs = self.state.requests.lock().unwrap();
-            let id = reqs.len();
-            reqs.push(RequestRecord {
-                id,
-                conn: self.id,
-                peer: Some(peer),
-                method: p.method.clone(),
-                target: p.target.clone(),
-                path,
-                query,
-                version: p.version.clone(),
-                headers: p.headers.clone(),
-                received_ns: now_ns(),
-                ..Default::default()
-            });
-            id
-        };
+        let id = self.state.requests.lock().unwrap().push(RequestRecord {
+            conn: self.id,
+            peer: Some(peer),
+            method: p.method.clone(),
+            target: p.target.clone(),
+            path,
+            query,
+            version: p.version.clone(),
+            headers: p.headers.clone(),
+            received_ns: now_ns(),
+            ..Default::default()
+        });
         self.reqs.push(id);
         let hv = |name: &str| {
             p.headers
@@ -618,41 +504,6 @@ impl Conn {
     }
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        404 => "Not Found",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        _ => "Whatever",
-    }
-}
-
-/// Gzip encoder that hands out what it has produced after each sync flush.
-struct StreamGz(flate2::write::GzEncoder<Vec<u8>>);
-
-impl StreamGz {
-    fn new() -> Self {
-        StreamGz(flate2::write::GzEncoder::new(
-            Vec::new(),
-            flate2::Compression::default(),
-        ))
-    }
-    fn push(&mut self, data: &[u8]) -> Vec<u8> {
-        self.0.write_all(data).unwrap();
-        self.0.flush().unwrap();
-        std::mem::take(self.0.get_mut())
-    }
-    fn finish(self) -> Vec<u8> {
-        self.0.finish().unwrap()
-    }
-}
-
 /// Handles one request; `Ok(true)` keeps the connection for the next one.
 async fn handle(c: &mut Conn, (id, p): (usize, Parsed)) -> Result<bool, Gone> {
     let (path, q) = split_target(&p.target);
@@ -729,8 +580,10 @@ async fn handle(c: &mut Conn, (id, p): (usize, Parsed)) -> Result<bool, Gone> {
         }
         "/echo" => {
             let (body, was_chunked) = {
-                let reqs = c.state.requests.lock().unwrap();
-                (reqs[id].body.clone(), reqs[id].body_chunked)
+                let mut reqs = c.state.requests.lock().unwrap();
+                reqs.get_mut(id)
+                    .map(|r| (r.body.clone(), r.body_chunked))
+                    .unwrap_or_default()
             };
             headers.push(("X-Echo-Method".into(), p.method.clone()));
             headers.push((

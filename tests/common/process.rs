@@ -1,7 +1,8 @@
 //! A child process owned by a test: killed and reaped on drop, its log file printed when the
 //! test panics. [`super::sidecar::Sidecar`] is one; tests that start other processes (the demo
 //! origin, a TLS-configured or `--upgrade` sidecar) wrap their `Child` in one too. [`rss`] and
-//! [`RssWatch`] read a process's resident memory.
+//! [`RssWatch`] read a process's resident memory, [`open_fds`] counts its file descriptors and
+//! [`raise_nofile`] lifts this process's fd limit (inherited by the children it starts).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -114,6 +115,35 @@ impl Drop for Process {
                 self.log(),
                 self.name
             );
+        }
+    }
+}
+
+/// Open file descriptors of `pid` (entries of `/proc/<pid>/fd`); panics if unreadable.
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
+        .count()
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to at least `want` (up to the hard limit); the
+/// processes it spawns afterwards inherit it. Panics if the hard limit is too low.
+pub fn raise_nofile(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            assert!(
+                lim.rlim_max >= want,
+                "RLIMIT_NOFILE hard limit {} is below the {want} this test needs",
+                lim.rlim_max
+            );
+            lim.rlim_cur = lim.rlim_max;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
         }
     }
 }

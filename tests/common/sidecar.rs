@@ -250,6 +250,34 @@ impl Sidecar {
     }
 }
 
+/// Starts `sse-sidecar ARGS` (the caller passes `--upgrade` and the listen address of the
+/// process it takes over) with `env` added and its stderr in the file `stderr`; the caller
+/// waits for the upgrade socket ([`wait_file`]) before sending the old process SIGQUIT.
+pub fn spawn_upgrader(args: &[String], env: &[(&str, String)], stderr: PathBuf) -> Process {
+    let mut cmd = command();
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn sse-sidecar --upgrade");
+    Process::new("upgraded sse-sidecar", child, stderr)
+}
+
+/// Whether `p` exists within `deadline` (polled every 10 ms).
+pub fn wait_file(p: &Path, deadline: Duration) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if p.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
 /// One value from the `/metrics` at `admin`, e.g. `sse_sidecar_streams_total{outcome="x"}`.
 pub async fn metric_at(admin: std::net::SocketAddr, series: &str) -> f64 {
     let r = super::client::get(admin, "/metrics", &[]).await;
