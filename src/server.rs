@@ -141,17 +141,14 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
         },
     );
     for l in &listeners {
-        let addr = l.addr.to_string();
-        match &l.tls {
-            // No L4 read buffer downstream: pingora's default is 64 KiB per connection, and an
-            // SSE client sends nothing after its request. The small write buffer stays, so a
-            // chunk's size line, data and CRLF leave in one syscall.
-            None => proxy
-                .add_listener(ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, 1460))),
-            // TCP to pingora: the head guard has the handshake done (`TlsAccept`), with
-            // pingora's buffers for TLS listeners.
-            Some(_) => proxy.add_listener(ListenerConfig::tcp(addr)),
-        }
+        // No L4 read buffer downstream, TLS or not: pingora's default is 64 KiB per connection,
+        // and an SSE client sends nothing after its request (on a TLS listener, where the head
+        // guard has the handshake done (`TlsAccept`) over this same stream, rustls reads
+        // records into its own buffer anyway). The small write buffer stays, so a chunk's size
+        // line, data and CRLF leave in one syscall.
+        proxy.add_listener(
+            ListenerConfig::tcp(l.addr.to_string()).l4_buffer(L4BufferSettings::new(0, 1460)),
+        );
     }
     server.add_service(proxy);
 
