@@ -75,6 +75,10 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
         // The drain service exits as soon as streams are closed; these are only upper bounds.
         grace_period_seconds: Some(drain_window.as_secs() * 2 + 3 + handoff),
         graceful_shutdown_timeout_seconds: Some(1),
+        // One runtime per thread, no stealing: an h2 connection's stream tasks are spawned by
+        // its connection task and stay on its thread, so each DATA frame a stream writes wakes
+        // the connection task without a cross-thread wake-up (futex, context switch).
+        work_stealing: false,
         ..ServerConf::default()
     };
     conf.upgrade_sock = std::env::var("SSE_SIDECAR_UPGRADE_SOCK")
