@@ -335,7 +335,7 @@ run_case() {
         return 1
     fi
     [ -n "$PGID" ] && watch=(--watch-pgid "$PGID")
-    log "$wl (round $ROUND/${rounds:-$ROUNDS}): $t, $n streams, $scheme $path ${proto[*]:1}, ramp $ramp, $dur"
+    log "$wl (round $ROUND/${rounds:-$ROUNDS}): $t, $n streams, $scheme $path${proto[*]:+ (${proto[*]})}, ramp $ramp, $dur"
     local limit=$(( $(secs "$ramp") + $(secs "$dur") + 60 )) rc=0
     timeout -k 5 "$limit" "$BENCH" client --url "$scheme://127.0.0.1:$PORT$path" "${proto[@]}" \
         --streams "$n" --ramp "$ramp" --duration "$dur" --json "${watch[@]}" "$@" \
