@@ -7,7 +7,7 @@
 #   make check-config   `sse-sidecar check` on every shipped config, `nginx -t` on the nginx example
 #   make docker-check   hadolint + the Dockerfile's build and runtime steps without Docker
 #   make k8s-validate   examples/kubernetes/ against the Kubernetes schemas
-#   make bench          the full benchmark against nginx and HAProxy (~25 min)
+#   make bench          the full benchmark against nginx and HAProxy (~45 min)
 #   make bench-smoke    the same workloads, tiny, as in CI
 #   make soak           the fault soak: 2,000 streams, churn, resets, app restarts, upgrades
 #                       (SOAK_SECS=1800 by default; soak-smoke runs 120 s, as in CI)

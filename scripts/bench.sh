@@ -3,7 +3,7 @@
 # interleaved in one run, on loopback; prints a markdown table (absolute figures,
 # sidecar/nginx and sidecar/haproxy ratios) and writes it to bench/results/.
 #
-#   scripts/bench.sh            full run: 3 rounds, ~26 min on the 2-core bench machine
+#   scripts/bench.sh            full run: 3 rounds, ~45 min on the 2-core bench machine
 #                               (+~1.5 min per capacity retry below 9,000 streams)
 #   scripts/bench.sh --smoke    every workload tiny (~50 streams, seconds each), for CI;
 #                               exits non-zero when a workload fails (errors, zero events),
@@ -17,14 +17,16 @@
 #                         design, a yardstick column (sidecar/floor), not a peer. baseline = an
 #                         earlier sidecar binary ($SSE_SIDECAR_BASELINE), run interleaved with
 #                         the current one: a before/after column (sidecar/baseline)
-#   --workloads LIST      comma-separated subset of latency,fanout,memory,capacity,throughput
+#   --workloads LIST      comma-separated subset of latency,fanout,memory,capacity,throughput,
+#                         tls-h2-latency,tls-h2-memory,tls-h1-memory,tls-h2-capacity
 #   --out DIR             where <date>.md/.json go (default bench/results; smoke: temp dir only)
 #   --rounds N            repeat every workload but capacity N times, rotating the target order;
 #                         the table shows the median (default 3; smoke 1)
 #   --latency-streams N --latency-duration DUR   (e.g. a medium run: 1000 streams for 10s)
 # Env: SSE_BENCH, SSE_SIDECAR, SSE_SIDECAR_BASELINE (binary paths), BENCH_KEEP=1 keeps the temp dir; the
 #   workload sizes (LAT_STREAMS, LAT_DUR, FAN_STREAMS, MEM_STREAMS, CAP_MAX, CAP_HOLD,
-#   CAP_TRIES, THR_DUR, … see below) override the defaults.
+#   CAP_TRIES, THR_DUR, H2_LAT_CONNS, H2_MEM_STREAMS, H2_MEM_CONNS, H1_MEM_STREAMS, H2_CAP_MAX,
+#   H2_CAP_CONNS, … see below) override the defaults.
 #
 # The workloads (full / smoke):
 #   latency     1,000 / 50 streams × 10 events/s for 30 / 2 s; added latency = proxy − direct
@@ -35,6 +37,14 @@
 #   capacity    the most streams (≤ 9,000 / 50) held 60 / 4 s with no error; the sidecar
 #               heartbeats every 1 s and a stream silent for 3 s counts as an error
 #   throughput  one stream of 64 KiB events read as fast as possible for 10 / 2 s, MiB/s
+# and the same over TLS (a CA and a certificate for 127.0.0.1 made with openssl for the run;
+# every proxy offers ALPN h2 and http/1.1 on one TLS listener, the app behind it stays plain):
+#   tls-h2-latency   latency over TLS+h2: 1,000 / 20 streams over 10 / 2 connections; "added"
+#                    is still against direct plain HTTP/1.1 to the origin (a direct case runs)
+#   tls-h2-memory    4,000 / 40 idle streams over 40 / 2 h2 connections, held 10 / 1 s
+#   tls-h1-memory    2,000 / 20 idle TLS HTTP/1.1 streams, one per connection, 10 / 1 s
+#   tls-h2-capacity  ≤ 9,000 / 40 streams over 90 / 2 h2 connections, held 60 / 2 s
+# The sidecar heartbeats every 1 s in every TLS workload.
 # Each proxy is started fresh for every (workload, target) case, in its own process
 # group, so RSS baselines are clean and CPU is summed over exactly its processes.
 set -euo pipefail
@@ -45,7 +55,7 @@ cd "$ROOT"
 SMOKE=0
 BUILD=1
 TARGETS=direct,sidecar,nginx,haproxy
-WORKLOADS=latency,fanout,memory,capacity,throughput
+WORKLOADS=latency,fanout,memory,capacity,throughput,tls-h2-latency,tls-h2-memory,tls-h1-memory,tls-h2-capacity
 OUT=
 LAT_STREAMS_ARG=
 LAT_DUR_ARG=
@@ -72,13 +82,21 @@ if [ "$SMOKE" = 1 ]; then
     : "${FAN_STREAMS:=50}" "${FAN_RAMP:=500ms}" "${FAN_DUR:=3s}"
     : "${MEM_STREAMS:=50}" "${MEM_RAMP:=500ms}" "${MEM_DUR:=2s}"
     : "${CAP_MAX:=50}" "${CAP_RAMP:=500ms}" "${CAP_HOLD:=4s}" "${CAP_TRIES:=1}"
-    : "${THR_DUR:=2s}" "${ROUNDS:=1}"
+    : "${THR_DUR:=2s}" "${ROUNDS:=1}" "${SETTLE:=0.2}"
+    : "${H2_LAT_STREAMS:=20}" "${H2_LAT_CONNS:=2}" "${H2_LAT_RAMP:=200ms}" "${H2_LAT_DUR:=1s}"
+    : "${H2_MEM_STREAMS:=40}" "${H2_MEM_CONNS:=2}" "${H2_MEM_RAMP:=200ms}" "${H2_MEM_DUR:=1s}"
+    : "${H1_MEM_STREAMS:=20}" "${H1_MEM_RAMP:=200ms}" "${H1_MEM_DUR:=1s}"
+    : "${H2_CAP_MAX:=40}" "${H2_CAP_CONNS:=2}" "${H2_CAP_RAMP:=200ms}" "${H2_CAP_HOLD:=2s}"
 else
     : "${LAT_STREAMS:=1000}" "${LAT_RAMP:=5s}" "${LAT_DUR:=30s}"
     : "${FAN_STREAMS:=5000}" "${FAN_RAMP:=10s}" "${FAN_DUR:=30s}"
     : "${MEM_STREAMS:=5000}" "${MEM_RAMP:=10s}" "${MEM_DUR:=10s}"
     : "${CAP_MAX:=9000}" "${CAP_RAMP:=20s}" "${CAP_HOLD:=60s}" "${CAP_TRIES:=3}"
-    : "${THR_DUR:=10s}" "${ROUNDS:=3}"
+    : "${THR_DUR:=10s}" "${ROUNDS:=3}" "${SETTLE:=1}"
+    : "${H2_LAT_STREAMS:=1000}" "${H2_LAT_CONNS:=10}" "${H2_LAT_RAMP:=5s}" "${H2_LAT_DUR:=30s}"
+    : "${H2_MEM_STREAMS:=4000}" "${H2_MEM_CONNS:=40}" "${H2_MEM_RAMP:=10s}" "${H2_MEM_DUR:=10s}"
+    : "${H1_MEM_STREAMS:=2000}" "${H1_MEM_RAMP:=10s}" "${H1_MEM_DUR:=10s}"
+    : "${H2_CAP_MAX:=9000}" "${H2_CAP_CONNS:=90}" "${H2_CAP_RAMP:=20s}" "${H2_CAP_HOLD:=60s}"
 fi
 ROUNDS=${ROUNDS_ARG:-$ROUNDS}
 LAT_STREAMS=${LAT_STREAMS_ARG:-$LAT_STREAMS}
@@ -88,6 +106,9 @@ THR_SIZE=65536
 HB_IDLE=1s          # sidecar heartbeat in the memory and capacity workloads
 HB_SILENT_FOR=3s    # capacity: a stream silent this long (no heartbeat) is an error
 HB_QUIET=15s        # elsewhere: never fires while events flow every ≤ 1 s
+# The TLS workloads' idle streams start with one comment from the app: nginx over h2 sends a
+# response's HEADERS only with its first body bytes (see origin.rs).
+TLS_IDLE='/idle?hello=1'
 
 has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -149,6 +170,7 @@ fi
 command -v python3 >/dev/null || { echo "bench.sh: python3 is needed for the report" >&2; exit 1; }
 need_pkgs=()
 command -v curl >/dev/null || need_pkgs+=(curl)
+case ",$WORKLOADS," in *,tls-*) command -v openssl >/dev/null || need_pkgs+=(openssl) ;; esac
 has "$TARGETS" nginx && ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && need_pkgs+=(nginx)
 has "$TARGETS" haproxy && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ] && need_pkgs+=(haproxy)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -196,15 +218,29 @@ stop() {
     PGIDS=("${keep[@]}")
 }
 
-# wait_http PORT PGID: until GET /health answers (through the proxy), ≤ 10 s.
+# wait_http PORT PGID [tls]: until GET /health answers (through the proxy), ≤ 10 s.
 wait_http() {
-    local _
+    local _ url=http://127.0.0.1:$1/health tls=()
+    [ "${3:-}" = tls ] && url=https://127.0.0.1:$1/health tls=(--cacert "$TLS_DIR/ca.pem")
     for _ in $(seq 100); do
         kill -0 "$2" 2>/dev/null || return 1
-        curl -sf -m 1 -o /dev/null "http://127.0.0.1:$1/health" && return 0
+        curl -sf -m 1 "${tls[@]}" -o /dev/null "$url" && return 0
         sleep 0.1
     done
     return 1
+}
+
+# make_certs DIR: a throwaway CA (ca.pem) and a certificate for 127.0.0.1 signed by it
+# (cert.pem, key.pem, and both in haproxy.pem), for the TLS workloads.
+make_certs() {
+    local d=$1 ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    mkdir -p "$d"
+    openssl req -x509 "${ec[@]}" -days 2 -subj /CN=sse-bench-ca -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+    openssl req "${ec[@]}" -subj /CN=localhost -keyout "$d/key.pem" -out "$d/cert.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$d/ext.cnf"
+    openssl x509 -req -in "$d/cert.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+        -extfile "$d/ext.cnf" -out "$d/cert.pem" 2>/dev/null
+    cat "$d/cert.pem" "$d/key.pem" >"$d/haproxy.pem"
 }
 
 free_port() { "$BENCH" ports 1; }
@@ -215,10 +251,20 @@ start origin "$BENCH" origin --listen "127.0.0.1:$ORIGIN_PORT" --fanout-interval
 ORIGIN_PGID=$STARTED
 wait_http "$ORIGIN_PORT" "$ORIGIN_PGID" || { cat "$TMP/origin.err" >&2; echo "bench.sh: origin did not start" >&2; exit 1; }
 log "origin on 127.0.0.1:$ORIGIN_PORT"
+TLS_DIR=$TMP/tls
+case ",$WORKLOADS," in *,tls-*) make_certs "$TLS_DIR" ;; esac
+
+# PROTO, set per workload: how clients reach the proxies (plain, tls-h2 or tls-h1); the
+# app behind them is always plain HTTP/1.1, and direct cases are always plain HTTP/1.1.
+PROTO=plain
 
 # start_target TARGET HEARTBEAT: sets PORT and PGID (empty for direct); fails if it does not come up.
+# With PROTO other than plain the proxy listens with TLS only (ALPN h2 and http/1.1).
 start_target() {
-    local t=$1 hb=$2 dir
+    local t=$1 hb=$2 dir mode='' only='/# @TLS@$/d; s/ *# @PLAIN@$//'
+    # nginx and HAProxy templates: a line ending in `# @TLS@` or `# @PLAIN@` is kept only in
+    # that mode.
+    [ "$PROTO" = plain ] || { mode=tls; only='/# @PLAIN@$/d; s/ *# @TLS@$//'; }
     PGID=
     STOP_SIG=TERM
     case "$t" in
@@ -228,14 +274,23 @@ start_target() {
             STOP_SIG=INT
             local bin=$SIDECAR
             [ "$t" = baseline ] && bin=$BASELINE
+            # The TLS listener comes from a config file (no flag for it); a file's listen
+            # replaces the default one, and --listen would replace the file's.
+            local listen=(--listen "127.0.0.1:$PORT")
+            if [ "$mode" = tls ]; then
+                printf 'listen:\n  - {addr: "127.0.0.1:%s", tls: {cert: "%s", key: "%s"}}\n' \
+                    "$PORT" "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >"$TMP/$t-tls.yaml"
+                listen=(--config "$TMP/$t-tls.yaml")
+            fi
             # RUST_LOG=warn: no per-request logging, like nginx's access_log off.
-            RUST_LOG=warn start "$t" "$bin" --listen "127.0.0.1:$PORT" \
+            RUST_LOG=warn start "$t" "$bin" "${listen[@]}" \
                 --upstream "http://127.0.0.1:$ORIGIN_PORT" --metrics-listen off \
                 --heartbeat-interval "$hb" --sse-idle-timeout 1h
             ;;
         nginx)
             PORT=$(free_port); dir=$TMP/nginx; rm -rf "$dir"; mkdir -p "$dir"
             sed -e "s|@DIR@|$dir|g; s|@PORT@|$PORT|g; s|@ORIGIN_PORT@|$ORIGIN_PORT|g; s|@WORKERS@|$(nproc)|g" \
+                -e "s|@TLS_DIR@|$TLS_DIR|g" -e "$only" \
                 bench/nginx.conf.in >"$dir/nginx.conf"
             start nginx "$NGINX" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
             ;;
@@ -246,18 +301,19 @@ start_target() {
         haproxy)
             PORT=$(free_port); dir=$TMP/haproxy; mkdir -p "$dir"
             sed -e "s|@PORT@|$PORT|g; s|@ORIGIN_PORT@|$ORIGIN_PORT|g; s|@THREADS@|$(nproc)|g" \
+                -e "s|@TLS_DIR@|$TLS_DIR|g" -e "$only" \
                 bench/haproxy.cfg.in >"$dir/haproxy.cfg"
             start haproxy "$HAPROXY" -db -f "$dir/haproxy.cfg"
             ;;
     esac
     PGID=$STARTED
-    if ! wait_http "$PORT" "$PGID"; then
+    if ! wait_http "$PORT" "$PGID" "$mode"; then
         log "$t did not start: $(tail -n 3 "$TMP/$t.err" 2>/dev/null | tr '\n' ' ')"
         stop "$PGID" "$STOP_SIG"
         return 1
     fi
     # Let every worker finish starting up before the client samples "idle" RSS.
-    sleep 1
+    sleep "$SETTLE"
 }
 
 # ---- cases ----------------------------------------------------------------
@@ -268,16 +324,20 @@ CASES=$TMP/cases.tsv
 # Appends "workload target status json-file load1 round" to cases.tsv (ROUND is global).
 run_case() {
     local wl=$1 t=$2 hb=$3 n=$4 path=$5 ramp=$6 dur=$7; shift 7
-    local tag="$wl-$t-$n-r$ROUND" json watch=()
+    local tag="$wl-$t-$n-r$ROUND" json watch=() scheme=http proto=()
     json=$TMP/$tag.json
+    if [ "$PROTO" != plain ] && [ "$t" != direct ]; then
+        scheme=https proto=(--cacert "$TLS_DIR/ca.pem")
+        [ "$PROTO" = tls-h2 ] && proto+=(--h2 --connections "$CONNS")
+    fi
     if ! start_target "$t" "$hb"; then
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" start-failed - "$(cut -d' ' -f1 /proc/loadavg)" "$ROUND" >>"$CASES"
         return 1
     fi
     [ -n "$PGID" ] && watch=(--watch-pgid "$PGID")
-    log "$wl (round $ROUND/${rounds:-$ROUNDS}): $t, $n streams, $path, ramp $ramp, $dur"
+    log "$wl (round $ROUND/${rounds:-$ROUNDS}): $t, $n streams, $scheme $path${proto[*]:+ (${proto[*]})}, ramp $ramp, $dur"
     local limit=$(( $(secs "$ramp") + $(secs "$dur") + 60 )) rc=0
-    timeout -k 5 "$limit" "$BENCH" client --url "http://127.0.0.1:$PORT$path" \
+    timeout -k 5 "$limit" "$BENCH" client --url "$scheme://127.0.0.1:$PORT$path" "${proto[@]}" \
         --streams "$n" --ramp "$ramp" --duration "$dur" --json "${watch[@]}" "$@" \
         >"$json" 2>"$TMP/$tag.client.err" || rc=$?
     [ -n "$PGID" ] && stop "$PGID" "$STOP_SIG"
@@ -304,48 +364,69 @@ held_clean() {
 }
 held_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["held"])' "$1"; }
 
+# capacity_search WORKLOAD TARGET MAX RAMP HOLD PATH: tries MAX streams; on errors retries at what
+# was held (rounded down to 500), ≤ CAP_TRIES runs. The sidecar's streams must see a heartbeat
+# every HB_SILENT_FOR.
+capacity_search() {
+    local wl=$1 t=$2 n=$3 ramp=$4 hold=$5 path=$6 idle=() try h next
+    case "$t" in sidecar | baseline) idle=(--idle-timeout "$HB_SILENT_FOR") ;; esac
+    for try in $(seq "$CAP_TRIES"); do
+        run_case "$wl" "$t" "$HB_IDLE" "$n" "$path" "$ramp" "$hold" \
+            --align 0s --ready-timeout 20s "${idle[@]}" || break
+        json=$TMP/$wl-$t-$n-r$ROUND.json
+        held_clean "$json" "$n" && break
+        [ "$try" = "$CAP_TRIES" ] && break
+        h=$(held_of "$json")
+        next=$(( h / 500 * 500 ))
+        [ "$next" -ge "$n" ] && next=$(( n - 500 ))
+        [ "$next" -lt 500 ] && break
+        n=$next
+    done
+}
+
 IFS=, read -r -a TLIST <<<"$TARGETS"
 ROUND=1
-for wl in latency fanout memory capacity throughput; do
+for wl in latency fanout memory capacity throughput tls-h2-latency tls-h2-memory tls-h1-memory tls-h2-capacity; do
     has "$WORKLOADS" "$wl" || continue
     rounds=$ROUNDS
-    [ "$wl" = capacity ] && rounds=1 # ~85 s per target and try: once
+    # ~85 s per target and try: once
+    case "$wl" in *capacity) rounds=1 ;; esac
+    case "$wl" in
+        tls-h2-*) PROTO='tls-h2' ;;
+        tls-h1-*) PROTO='tls-h1' ;;
+        *) PROTO=plain ;;
+    esac
     for ROUND in $(seq "$rounds"); do
         # Rotate the target order each round so no target always runs first (or right after another).
         order=()
         for i in "${!TLIST[@]}"; do order+=("${TLIST[$(( (i + ROUND - 1) % ${#TLIST[@]} ))]}"); done
         for t in "${order[@]}"; do
+            # Only the latency workloads have a direct case: nothing else measures the origin.
+            case "$wl" in *latency) ;; *) [ "$t" = direct ] && continue ;; esac
             case "$wl" in
                 latency)
                     run_case latency "$t" "$HB_QUIET" "$LAT_STREAMS" "/stream?rate=$LAT_RATE" \
                         "$LAT_RAMP" "$LAT_DUR" --align 0s || true ;;
                 fanout)
-                    [ "$t" = direct ] && continue # no proxy: nothing to measure
                     run_case fanout "$t" "$HB_QUIET" "$FAN_STREAMS" /ticker "$FAN_RAMP" "$FAN_DUR" || true ;;
                 memory)
-                    [ "$t" = direct ] && continue
                     run_case memory "$t" "$HB_IDLE" "$MEM_STREAMS" /idle "$MEM_RAMP" "$MEM_DUR" --align 0s || true ;;
                 capacity)
-                    # Try CAP_MAX; on errors retry at what was held (rounded down to 500), ≤ CAP_TRIES runs.
-                    n=$CAP_MAX
-                    idle=()
-                    case "$t" in sidecar | baseline) idle=(--idle-timeout "$HB_SILENT_FOR") ;; esac
-                    for try in $(seq "$CAP_TRIES"); do
-                        run_case capacity "$t" "$HB_IDLE" "$n" /idle "$CAP_RAMP" "$CAP_HOLD" \
-                            --align 0s --ready-timeout 20s "${idle[@]}" || break
-                        json=$TMP/capacity-$t-$n-r$ROUND.json
-                        held_clean "$json" "$n" && break
-                        [ "$try" = "$CAP_TRIES" ] && break
-                        h=$(held_of "$json")
-                        next=$(( h / 500 * 500 ))
-                        [ "$next" -ge "$n" ] && next=$(( n - 500 ))
-                        [ "$next" -lt 500 ] && break
-                        n=$next
-                    done
-                    ;;
+                    capacity_search capacity "$t" "$CAP_MAX" "$CAP_RAMP" "$CAP_HOLD" /idle ;;
                 throughput)
                     run_case throughput "$t" "$HB_QUIET" 1 "/bulk?size=$THR_SIZE" 0s "$THR_DUR" \
                         --align 0s --read-buf 65536 || true ;;
+                tls-h2-latency)
+                    CONNS=$H2_LAT_CONNS run_case "$wl" "$t" "$HB_IDLE" "$H2_LAT_STREAMS" "/stream?rate=$LAT_RATE" \
+                        "$H2_LAT_RAMP" "$H2_LAT_DUR" --align 0s || true ;;
+                tls-h2-memory)
+                    CONNS=$H2_MEM_CONNS run_case "$wl" "$t" "$HB_IDLE" "$H2_MEM_STREAMS" "$TLS_IDLE" \
+                        "$H2_MEM_RAMP" "$H2_MEM_DUR" --align 0s || true ;;
+                tls-h1-memory)
+                    run_case "$wl" "$t" "$HB_IDLE" "$H1_MEM_STREAMS" "$TLS_IDLE" "$H1_MEM_RAMP" "$H1_MEM_DUR" \
+                        --align 0s || true ;;
+                tls-h2-capacity)
+                    CONNS=$H2_CAP_CONNS capacity_search "$wl" "$t" "$H2_CAP_MAX" "$H2_CAP_RAMP" "$H2_CAP_HOLD" "$TLS_IDLE" ;;
             esac
         done
     done
@@ -373,7 +454,11 @@ json.dump({
     "notes": [n for n in """$(printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}")""".splitlines() if n],
     "params": {"latency": "$LAT_STREAMS streams x $LAT_RATE ev/s, $LAT_DUR", "fanout": "$FAN_STREAMS streams, 1s ticker, $FAN_DUR",
                "memory": "$MEM_STREAMS idle streams, $MEM_DUR", "capacity": "<= $CAP_MAX streams held $CAP_HOLD",
-               "throughput": "1 stream, $THR_SIZE-byte events, $THR_DUR"},
+               "throughput": "1 stream, $THR_SIZE-byte events, $THR_DUR",
+               "tls-h2-latency": "$H2_LAT_STREAMS streams over $H2_LAT_CONNS TLS+h2 connections x $LAT_RATE ev/s, $H2_LAT_DUR",
+               "tls-h2-memory": "$H2_MEM_STREAMS idle streams over $H2_MEM_CONNS TLS+h2 connections, $H2_MEM_DUR",
+               "tls-h1-memory": "$H1_MEM_STREAMS idle TLS HTTP/1.1 streams, one per connection, $H1_MEM_DUR",
+               "tls-h2-capacity": "<= $H2_CAP_MAX streams over $H2_CAP_CONNS TLS+h2 connections held $H2_CAP_HOLD"},
 }, open(sys.argv[1], "w"))
 EOF
 rc=0

@@ -75,6 +75,10 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
         // The drain service exits as soon as streams are closed; these are only upper bounds.
         grace_period_seconds: Some(drain_window.as_secs() * 2 + 3 + handoff),
         graceful_shutdown_timeout_seconds: Some(1),
+        // One runtime per thread, no stealing: an h2 connection's stream tasks are spawned by
+        // its connection task and stay on its thread, so each DATA frame a stream writes wakes
+        // the connection task without a cross-thread wake-up (futex, context switch).
+        work_stealing: false,
         ..ServerConf::default()
     };
     conf.upgrade_sock = std::env::var("SSE_SIDECAR_UPGRADE_SOCK")
@@ -141,17 +145,14 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
         },
     );
     for l in &listeners {
-        let addr = l.addr.to_string();
-        match &l.tls {
-            // No L4 read buffer downstream: pingora's default is 64 KiB per connection, and an
-            // SSE client sends nothing after its request. The small write buffer stays, so a
-            // chunk's size line, data and CRLF leave in one syscall.
-            None => proxy
-                .add_listener(ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, 1460))),
-            // TCP to pingora: the head guard has the handshake done (`TlsAccept`), with
-            // pingora's buffers for TLS listeners.
-            Some(_) => proxy.add_listener(ListenerConfig::tcp(addr)),
-        }
+        // No L4 read buffer downstream, TLS or not: pingora's default is 64 KiB per connection,
+        // and an SSE client sends nothing after its request (on a TLS listener, where the head
+        // guard has the handshake done (`TlsAccept`) over this same stream, rustls reads
+        // records into its own buffer anyway). The small write buffer stays, so a chunk's size
+        // line, data and CRLF leave in one syscall.
+        proxy.add_listener(
+            ListenerConfig::tcp(l.addr.to_string()).l4_buffer(L4BufferSettings::new(0, 1460)),
+        );
     }
     server.add_service(proxy);
 

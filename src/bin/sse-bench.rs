@@ -4,6 +4,8 @@
 //! sse-bench origin --listen 127.0.0.1:9000 [--fanout-interval 1s]
 //! sse-bench client --url 'http://127.0.0.1:8080/stream?rate=10' --streams 1000 \
 //!     --ramp 5s --duration 30s [--json] [--watch-pgid PGID]
+//! sse-bench client --url https://127.0.0.1:8443/idle --cacert ca.pem --h2 \
+//!     --connections 40 --streams 4000 ...
 //! sse-bench ports 4        # prints 4 free loopback ports
 //! ```
 //!
@@ -11,8 +13,10 @@
 //! (`data: <t_ns>`); the client, on the same machine, subtracts it on arrival.
 //! See `scripts/bench.sh` for the workloads built from these two modes.
 //!
-//! Layout: `sse_bench/origin.rs` (the origin), `client.rs` (streams, phases,
-//! report), `h2c.rs` (the minimal HTTP/2 client framing), `parse.rs` (chunked +
+//! Layout: `sse_bench/origin.rs` (the origin), `client.rs` (phases, report),
+//! `stream.rs` (what every stream shares: failures, counters, body parsing),
+//! `conn.rs` (URL, TCP, TLS, shared h2 connections), `h1.rs` and `h2.rs` (one
+//! stream over HTTP/1.1, over HTTP/2 with the `h2` crate), `parse.rs` (chunked +
 //! SSE byte parsers), `hist.rs` (latency histogram), `sys.rs` (clock, fd
 //! limit, /proc sampling; the one module allowed `unsafe`).
 
@@ -20,14 +24,20 @@
 
 #[path = "sse_bench/client.rs"]
 mod client;
-#[path = "sse_bench/h2c.rs"]
-mod h2c;
+#[path = "sse_bench/conn.rs"]
+mod conn;
+#[path = "sse_bench/h1.rs"]
+mod h1;
+#[path = "sse_bench/h2.rs"]
+mod h2;
 #[path = "sse_bench/hist.rs"]
 mod hist;
 #[path = "sse_bench/origin.rs"]
 mod origin;
 #[path = "sse_bench/parse.rs"]
 mod parse;
+#[path = "sse_bench/stream.rs"]
+mod stream;
 #[path = "sse_bench/sys.rs"]
 mod sys;
 
@@ -75,9 +85,12 @@ struct OriginArgs {
 
 #[derive(Args)]
 struct ClientArgs {
-    /// http://HOST:PORT/PATH, e.g. http://127.0.0.1:8080/stream?rate=10
+    /// http(s)://HOST:PORT/PATH, e.g. http://127.0.0.1:8080/stream?rate=10
     #[arg(long)]
     url: String,
+    /// https://: the CA (PEM) the server's certificate is signed with; nothing else is trusted.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
     #[arg(long, default_value_t = 100)]
     streams: usize,
     /// Stream starts are spread evenly over this time.
@@ -86,10 +99,12 @@ struct ClientArgs {
     /// Length of the measurement window, which opens once every stream is open.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
-    /// HTTP/2 over cleartext with prior knowledge, one stream per connection
-    /// (the response's content-type is not checked: see sse_bench/h2c.rs).
+    /// HTTP/2: with prior knowledge (h2c) on http://, by ALPN on https://.
+    #[arg(long, alias = "h2c")]
+    h2: bool,
+    /// --h2: spread the streams over this many connections (default: one per stream).
     #[arg(long)]
-    h2c: bool,
+    connections: Option<usize>,
     /// Print one JSON object on stdout instead of the text report.
     #[arg(long)]
     json: bool,
@@ -196,7 +211,9 @@ fn main() -> ExitCode {
             let json = a.json;
             let opts = client::ClientOpts {
                 url: a.url,
-                h2c: a.h2c,
+                h2: a.h2,
+                connections: a.connections.unwrap_or(a.streams),
+                cacert: a.cacert,
                 streams: a.streams,
                 ramp: a.ramp,
                 duration: a.duration,

@@ -69,7 +69,7 @@ impl ProxyHttp for SidecarProxy {
             let answer = Answer::final_recipient(session.req_header());
             ctx.status = answer.head.status.as_u16();
             let mut client = PingoraClient::new(&mut session.downstream_session);
-            let _ = respond::answer(&mut client, answer).await;
+            let _ = Box::pin(respond::answer(&mut client, answer)).await;
             return Ok(true);
         }
         if probe_stream::is_probe(&self.shared, session.req_header()) {
@@ -77,7 +77,9 @@ impl ProxyHttp for SidecarProxy {
             let ds = &mut session.downstream_session;
             ds.set_write_timeout(Some(self.shared.config.timeouts.sse_write));
             let mut client = PingoraClient::new(ds);
-            let served = probe_stream::serve(&self.shared, &mut client, &req).await;
+            // Boxed, like every step around a relayed stream: this future lives as long as the
+            // stream and is as large as its largest state (see session_relay::run).
+            let served = Box::pin(probe_stream::serve(&self.shared, &mut client, &req)).await;
             ctx.status = served.status;
             ctx.error = served.error;
             return Ok(true);

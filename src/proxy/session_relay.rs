@@ -46,10 +46,14 @@ pub(crate) struct Answered {
 }
 
 /// Relays one SSE candidate. Everything, failures included, is answered here.
+///
+/// A future is as large as its largest state, for as long as it lives: every step before the
+/// stream and after it (connecting, above all: pingora's connector makes that ~9 KiB) is
+/// boxed, so a stream's steady state is not charged for them (it was ~20 KiB a stream).
 pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: Instant) -> Answered {
     let Some(_slot) = StreamSlot::take(shared) else {
         let mut client = PingoraClient::new(&mut session.downstream_session);
-        let _ = respond::answer(&mut client, Answer::over_limit(shared)).await;
+        let _ = Box::pin(respond::answer(&mut client, Answer::over_limit(shared))).await;
         let why = format!(
             "limits.max_streams ({}) reached",
             shared.config.limits.max_streams
@@ -64,7 +68,8 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
         Ok(req) => req,
         Err(e) => {
             let mut client = PingoraClient::new(&mut session.downstream_session);
-            let _ = respond::answer(&mut client, Answer::plain(400, Some(&e.to_string()))).await;
+            let answer = Answer::plain(400, Some(&e.to_string()));
+            let _ = Box::pin(respond::answer(&mut client, answer)).await;
             return Answered {
                 status: 400,
                 error: Some(e.to_string()),
@@ -74,11 +79,11 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
     };
     // A resume is answered from the stream's log; the app sees nothing of it.
     if let Lookup::Resume(entry, attached) =
-        resume_relay::lookup(shared, session.req_header()).await
+        Box::pin(resume_relay::lookup(shared, session.req_header())).await
     {
-        return resumed(shared, session, started, entry, attached).await;
+        return Box::pin(resumed(shared, session, started, entry, attached)).await;
     }
-    let mut app = match exchange(shared, session, &req).await {
+    let mut app = match Box::pin(exchange(shared, session, &req)).await {
         Ok(app) => app,
         Err(Failed::Client(e)) => {
             return Answered {
@@ -86,11 +91,11 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
                 ..Answered::default()
             }
         }
-        Err(Failed::App(e)) => return failed(shared, session, e).await,
+        Err(Failed::App(e)) => return Box::pin(failed(shared, session, e)).await,
     };
     let Some(head) = app.response_header().cloned() else {
         let e = UpstreamError::new(Failure::InvalidResponse, "no response header");
-        return failed(shared, session, e).await;
+        return Box::pin(failed(shared, session, e)).await;
     };
     let status = head.status.as_u16();
     let stream = headers::is_stream_response(&session.req_header().method, &head);
@@ -104,10 +109,17 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
             Body::Unknown
         };
         let mut client = PingoraClient::new(&mut session.downstream_session);
-        let result =
-            respond::passthrough(shared, &mut client, &mut PingoraApp(&mut app), head, body).await;
+        let mut app_body = PingoraApp(&mut app);
+        let result = Box::pin(respond::passthrough(
+            shared,
+            &mut client,
+            &mut app_body,
+            head,
+            body,
+        ))
+        .await;
         if result.is_ok() {
-            release(shared, app).await;
+            Box::pin(release(shared, app)).await;
         }
         return Answered {
             status,
@@ -133,7 +145,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
             resume_relay::serve_client(shared, &mut client, &entry, &first, started, Ok(())).await;
         return finish_stream(session, status, ended, None);
     }
-    let ended = match respond::start_stream(shared, &mut client, head).await {
+    let ended = match Box::pin(respond::start_stream(shared, &mut client, head)).await {
         Ok(prefix) => {
             let p = Progress::new(shared, started, prefix);
             Some(stream::run(shared, &mut client, &mut PingoraApp(&mut app), p).await)
@@ -151,7 +163,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
         };
     };
     if ended.app_done {
-        release(shared, app).await;
+        Box::pin(release(shared, app)).await;
     }
     finish_stream(session, status, ended, None)
 }

@@ -15,25 +15,28 @@
 //! only; RSS "idle" is sampled before the first connection and "loaded" at the
 //! end of the window, with every stream still open.
 
-use crate::h2c::{self, Frame};
-use crate::hist::{Hist, Summary};
-use crate::parse::{Chunked, Item, Sse};
+use crate::conn::{self, H2Slot, Target};
+use crate::hist::Summary;
+use crate::stream::{Fail, Shared, TaskCfg, FAIL_NAMES};
 use crate::sys::{now_ns, sample_group};
+use crate::{h1, h2};
 use std::fmt::Write as _;
-use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 pub struct ClientOpts {
     pub url: String,
-    pub h2c: bool,
+    /// HTTP/2 (h2c with prior knowledge on `http://`, ALPN on `https://`).
+    pub h2: bool,
+    /// h2: the streams are spread over this many connections (stream i on connection
+    /// i mod N); HTTP/1.1 always has one stream per connection.
+    pub connections: usize,
+    /// `https://`: the CA to trust (PEM).
+    pub cacert: Option<PathBuf>,
     pub streams: usize,
     pub ramp: Duration,
     pub duration: Duration,
@@ -57,245 +60,11 @@ fn unit_jitter(i: u64) -> f64 {
     ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Fail {
-    Connect,
-    Status,
-    Reset,
-    Eof,
-    Timeout,
-    Io,
-    Proto,
-}
-
-const FAIL_NAMES: [&str; 7] = [
-    "connect", "status", "reset", "eof", "timeout", "io", "proto",
-];
-const MAX_SAMPLES: usize = 8;
-
-type Failure = (Fail, String);
-
-fn io_fail(what: &str, e: io::Error) -> Failure {
-    let kind = match e.kind() {
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => Fail::Reset,
-        io::ErrorKind::BrokenPipe => Fail::Reset,
-        io::ErrorKind::TimedOut => Fail::Timeout,
-        _ => Fail::Io,
-    };
-    (kind, format!("{what}: {e}"))
-}
-
-/// Counters shared by all stream tasks; hot ones are added once per read, not per event.
-struct Shared {
-    hist: Hist,
-    measuring: AtomicBool,
-    events: AtomicU64,
-    events_window: AtomicU64,
-    comments: AtomicU64,
-    comments_window: AtomicU64,
-    bytes: AtomicU64,
-    bytes_window: AtomicU64,
-    bad_timestamps: AtomicU64,
-    last_event_ns: AtomicU64,
-    settled: AtomicUsize,
-    open: AtomicUsize,
-    failures: [AtomicU64; 7],
-    samples: Mutex<Vec<String>>,
-}
-
-impl Shared {
-    fn fail(&self, (kind, msg): Failure) {
-        self.failures[kind as usize].fetch_add(1, Relaxed);
-        let mut s = self.samples.lock().unwrap();
-        if s.len() < MAX_SAMPLES {
-            s.push(format!("{}: {msg}", FAIL_NAMES[kind as usize]));
-        }
-    }
-}
-
-struct Target {
-    addr: SocketAddr,
-    /// The HTTP/1.1 request.
-    request: Vec<u8>,
-    /// The h2c preface, settings and request.
-    h2_request: Vec<u8>,
-}
-
-fn parse_url(url: &str, headers: &[String]) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--url {url:?}: only http:// URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let with_port = if authority
-        .rsplit(':')
-        .next()
-        .is_some_and(|p| p.parse::<u16>().is_ok())
-        && !authority.ends_with(']')
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let addr = with_port
-        .to_socket_addrs()
-        .map_err(|e| format!("--url {url:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("--url {url:?}: host has no address"))?;
-    let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: text/event-stream\r\n\
-         Cache-Control: no-cache\r\n"
-    );
-    let mut h2_extra = vec![];
-    for h in headers {
-        let (name, value) = h
-            .split_once(':')
-            .ok_or_else(|| format!("--header {h:?}: expected `Name: value`"))?;
-        let _ = write!(request, "{name}:{value}\r\n");
-        h2_extra.push((name.trim().to_string(), value.trim().to_string()));
-    }
-    request.push_str("\r\n");
-    Ok(Target {
-        addr,
-        request: request.into_bytes(),
-        h2_request: h2c::request(authority, path, &h2_extra),
-    })
-}
-
-enum Framing {
-    Chunked(Chunked),
-    Length(u64),
-    Close,
-}
-
-struct Head {
-    status: u16,
-    status_line: String,
-    event_stream: bool,
-    framing: Framing,
-}
-
-fn parse_head(head: &[u8]) -> Result<Head, Failure> {
-    let text = std::str::from_utf8(head)
-        .map_err(|_| (Fail::Proto, "non-UTF-8 response head".to_string()))?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default().to_string();
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|s| s.get(2..5))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| (Fail::Proto, format!("bad status line {status_line:?}")))?;
-    let mut event_stream = false;
-    let mut chunked = false;
-    let mut length = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-type") {
-            event_stream = value.to_ascii_lowercase().starts_with("text/event-stream");
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.to_ascii_lowercase().contains("chunked");
-        } else if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse::<u64>().ok();
-        }
-    }
-    let framing = match (chunked, length) {
-        (true, _) => Framing::Chunked(Chunked::default()),
-        (false, Some(n)) => Framing::Length(n),
-        (false, None) => Framing::Close,
-    };
-    Ok(Head {
-        status,
-        status_line,
-        event_stream,
-        framing,
-    })
-}
-
-/// Per-stream body state: framing decoder + SSE parser.
-struct Body {
-    framing: Framing,
-    sse: Sse,
-}
-
-impl Body {
-    /// Parses one read's bytes. Returns whether the body is complete.
-    fn process(&mut self, data: &[u8], sh: &Shared) -> Result<bool, Failure> {
-        let now = now_ns();
-        let measuring = sh.measuring.load(Relaxed);
-        let (mut events, mut comments, mut bytes, mut bad) = (0u64, 0u64, 0u64, 0u64);
-        let sse = &mut self.sse;
-        let mut on = |it: Item| match it {
-            Item::Event { ts } => {
-                events += 1;
-                if let (true, Some(ts)) = (measuring, ts) {
-                    // More than an hour off: the origin uses another clock.
-                    if ts > now || now - ts > 3_600_000_000_000 {
-                        bad += 1;
-                    } else {
-                        sh.hist.record(now - ts);
-                    }
-                }
-            }
-            Item::Comment => comments += 1,
-        };
-        let done = match &mut self.framing {
-            Framing::Chunked(c) => {
-                c.feed(data, |p| {
-                    bytes += p.len() as u64;
-                    sse.feed(p, &mut on);
-                })
-                .map_err(|e| (Fail::Proto, format!("chunked: {e}")))?;
-                c.done()
-            }
-            Framing::Length(rem) => {
-                let n = (*rem).min(data.len() as u64);
-                bytes += n;
-                sse.feed(&data[..n as usize], &mut on);
-                *rem -= n;
-                *rem == 0
-            }
-            Framing::Close => {
-                bytes += data.len() as u64;
-                sse.feed(data, &mut on);
-                false
-            }
-        };
-        if events > 0 {
-            sh.events.fetch_add(events, Relaxed);
-            sh.last_event_ns.store(now, Relaxed);
-        }
-        if comments > 0 {
-            sh.comments.fetch_add(comments, Relaxed);
-        }
-        sh.bytes.fetch_add(bytes, Relaxed);
-        if measuring {
-            sh.events_window.fetch_add(events, Relaxed);
-            sh.comments_window.fetch_add(comments, Relaxed);
-            sh.bytes_window.fetch_add(bytes, Relaxed);
-            if bad > 0 {
-                sh.bad_timestamps.fetch_add(bad, Relaxed);
-            }
-        }
-        Ok(done)
-    }
-}
-
-struct TaskCfg {
-    h2c: bool,
-    read_buf: usize,
-    connect_timeout: Duration,
-    idle_timeout: Option<Duration>,
-}
-
 /// One stream, from its start time to the end of the run. Returns whether it was
 /// still open, without failure, when the run ended.
 async fn stream_task(
     t: Arc<Target>,
+    slot: Option<Arc<H2Slot>>,
     cfg: Arc<TaskCfg>,
     sh: Arc<Shared>,
     start_at: Instant,
@@ -310,7 +79,7 @@ async fn stream_task(
         }
     }
     let mut settled = false;
-    let r = run_stream(&t, &cfg, &sh, &mut stop, &mut settled).await;
+    let r = run_stream(&t, slot.as_deref(), &cfg, &sh, &mut stop, &mut settled).await;
     if settled {
         sh.open.fetch_sub(1, Relaxed);
     } else {
@@ -325,213 +94,25 @@ async fn stream_task(
     }
 }
 
+/// The stream's protocol: HTTP/1.1 on a connection of its own (plain or TLS), or h2 on the
+/// shared connection `slot`.
 async fn run_stream(
     t: &Target,
+    slot: Option<&H2Slot>,
     cfg: &TaskCfg,
     sh: &Shared,
     stop: &mut watch::Receiver<bool>,
     settled: &mut bool,
-) -> Result<(), Failure> {
-    let mut s = match timeout(cfg.connect_timeout, TcpStream::connect(t.addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err((Fail::Connect, e.to_string())),
-        Err(_) => {
-            return Err((
-                Fail::Connect,
-                format!("no connection within {:?}", cfg.connect_timeout),
-            ))
-        }
-    };
-    let _ = s.set_nodelay(true);
-    if cfg.h2c {
-        return run_h2c(s, t, cfg, sh, stop, settled).await;
+) -> Result<(), crate::stream::Failure> {
+    if let Some(slot) = slot {
+        return h2::run(t, slot, cfg, sh, stop, settled).await;
     }
-    s.write_all(&t.request)
-        .await
-        .map_err(|e| io_fail("writing request", e))?;
-
-    let mut buf = vec![0u8; cfg.read_buf];
-    let mut have = 0;
-    let head_end = loop {
-        if let Some(p) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-        if have == buf.len() {
-            return Err((Fail::Proto, "response head larger than --read-buf".into()));
-        }
-        let n = tokio::select! {
-            r = s.read(&mut buf[have..]) => r.map_err(|e| io_fail("reading head", e))?,
-            _ = stop.changed() => return Err((Fail::Timeout, "no response head before the run ended".into())),
-        };
-        if n == 0 {
-            return Err((Fail::Eof, "closed before the response head".into()));
-        }
-        have += n;
-    };
-    let head = parse_head(&buf[..head_end])?;
-    if head.status != 200 || !head.event_stream {
-        return Err((
-            Fail::Status,
-            format!("{} (event-stream: {})", head.status_line, head.event_stream),
-        ));
-    }
-    *settled = true;
-    sh.open.fetch_add(1, Relaxed);
-    sh.settled.fetch_add(1, Relaxed);
-
-    let mut body = Body {
-        framing: head.framing,
-        sse: Sse::default(),
-    };
-    if body.process(&buf[head_end..have], sh)? {
-        return Err((Fail::Eof, "response ended".into()));
-    }
-    let idle = sleep(cfg.idle_timeout.unwrap_or(Duration::from_secs(86400)));
-    tokio::pin!(idle);
-    loop {
-        tokio::select! {
-            biased;
-            // End of the run: the stream was held.
-            _ = stop.changed() => return Ok(()),
-            // Nothing at all (not even a heartbeat) for --idle-timeout.
-            _ = &mut idle, if cfg.idle_timeout.is_some() => {
-                return Err((Fail::Timeout, format!("no bytes for {:?}", cfg.idle_timeout.unwrap())));
-            }
-            r = s.read(&mut buf) => match r {
-                Ok(0) => return Err((Fail::Eof, "connection closed mid-stream".into())),
-                Ok(n) => {
-                    if body.process(&buf[..n], sh)? {
-                        return Err((Fail::Eof, "response ended".into()));
-                    }
-                    if let Some(d) = cfg.idle_timeout {
-                        idle.as_mut().reset(Instant::now() + d);
-                    }
-                }
-                Err(e) => return Err(io_fail("reading body", e)),
-            }
-        }
-    }
-}
-
-/// The h2c variant of the stream: one HTTP/2 stream on its own connection.
-async fn run_h2c(
-    mut s: TcpStream,
-    t: &Target,
-    cfg: &TaskCfg,
-    sh: &Shared,
-    stop: &mut watch::Receiver<bool>,
-    settled: &mut bool,
-) -> Result<(), Failure> {
-    s.write_all(&t.h2_request)
-        .await
-        .map_err(|e| io_fail("writing h2c preface and request", e))?;
-    // Room for two whole frames, so a frame never has to wait for compaction.
-    let mut buf = vec![0u8; cfg.read_buf.max(2 * (h2c::MAX_FRAME + 9))];
-    let (mut start, mut end) = (0, 0);
-    let mut body = Body {
-        framing: Framing::Close,
-        sse: Sse::default(),
-    };
-    let mut consumed = 0u64;
-    let idle = sleep(cfg.idle_timeout.unwrap_or(Duration::from_secs(86400)));
-    tokio::pin!(idle);
-    loop {
-        if !*settled && buf[start..end].starts_with(b"HTTP/1.") {
-            return Err((Fail::Proto, "the server answered HTTP/1.x, not h2c".into()));
-        }
-        // Handle every complete frame in the buffer.
-        while let Some((frame, used)) =
-            h2c::parse_frame(&buf[start..end]).map_err(|e| (Fail::Proto, e.to_string()))?
-        {
-            match frame {
-                Frame::Headers { block, end_stream } if !*settled => {
-                    match h2c::status_of(block) {
-                        Some(200) => {}
-                        other => {
-                            return Err((Fail::Status, format!("h2 :status {other:?}")));
-                        }
-                    }
-                    if end_stream {
-                        return Err((Fail::Eof, "h2 response without a body".into()));
-                    }
-                    *settled = true;
-                    sh.open.fetch_add(1, Relaxed);
-                    sh.settled.fetch_add(1, Relaxed);
-                }
-                Frame::Headers { end_stream, .. } => {
-                    if end_stream {
-                        return Err((Fail::Eof, "h2 stream ended (trailers)".into()));
-                    }
-                }
-                Frame::Data {
-                    payload,
-                    flow_len,
-                    end_stream,
-                } => {
-                    body.process(payload, sh)?;
-                    if end_stream {
-                        return Err((Fail::Eof, "h2 stream ended".into()));
-                    }
-                    consumed += flow_len as u64;
-                    if consumed >= h2c::CREDIT_EVERY {
-                        let mut wu = h2c::window_update(0, consumed as u32).to_vec();
-                        wu.extend_from_slice(&h2c::window_update(h2c::STREAM, consumed as u32));
-                        s.write_all(&wu)
-                            .await
-                            .map_err(|e| io_fail("writing WINDOW_UPDATE", e))?;
-                        consumed = 0;
-                    }
-                }
-                Frame::Settings => {
-                    s.write_all(&h2c::settings_ack())
-                        .await
-                        .map_err(|e| io_fail("acking SETTINGS", e))?;
-                }
-                Frame::Ping(data) => {
-                    s.write_all(&h2c::ping_ack(data))
-                        .await
-                        .map_err(|e| io_fail("answering PING", e))?;
-                }
-                Frame::RstStream(code) => {
-                    return Err((Fail::Reset, format!("h2 RST_STREAM, error code {code}")));
-                }
-                Frame::GoAway(code) => {
-                    return Err((Fail::Eof, format!("h2 GOAWAY, error code {code}")));
-                }
-                Frame::Other => {}
-            }
-            start += used;
-        }
-        if start == end {
-            (start, end) = (0, 0);
-        } else if buf.len() - end < h2c::MAX_FRAME + 9 {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-        }
-        tokio::select! {
-            biased;
-            // End of the run: held if the response had started.
-            _ = stop.changed() => {
-                return if *settled {
-                    Ok(())
-                } else {
-                    Err((Fail::Timeout, "no response head before the run ended".into()))
-                };
-            }
-            _ = &mut idle, if cfg.idle_timeout.is_some() => {
-                return Err((Fail::Timeout, format!("no bytes for {:?}", cfg.idle_timeout.unwrap())));
-            }
-            r = s.read(&mut buf[end..]) => match r {
-                Ok(0) => return Err((Fail::Eof, "connection closed".into())),
-                Ok(n) => {
-                    end += n;
-                    if let Some(d) = cfg.idle_timeout {
-                        idle.as_mut().reset(Instant::now() + d);
-                    }
-                }
-                Err(e) => return Err(io_fail("reading h2c", e)),
-            }
+    let s = conn::tcp(t, cfg.connect_timeout).await?;
+    match &cfg.tls {
+        None => h1::run(s, &t.request, cfg, sh, stop, settled).await,
+        Some(tls) => {
+            let s = conn::tls(s, t, tls, cfg.connect_timeout).await?;
+            h1::run(s, &t.request, cfg, sh, stop, settled).await
         }
     }
 }
@@ -550,6 +131,9 @@ async fn wait_quiet(sh: &Shared, quiet: Duration, max: Duration) {
 
 pub struct Report {
     url: String,
+    h2: bool,
+    /// Connections the streams were spread over.
+    connections: usize,
     streams: usize,
     ramp_s: f64,
     window_s: f64,
@@ -579,15 +163,19 @@ struct ProxyUse {
 }
 
 pub async fn run(o: ClientOpts) -> Result<Report, String> {
-    let target = Arc::new(parse_url(&o.url, &o.headers)?);
+    let target = Arc::new(conn::parse_url(&o.url, &o.headers)?);
+    let tls = match target.tls {
+        true => Some(conn::tls_config(o.cacert.as_deref(), o.h2)?),
+        false => None,
+    };
     let cfg = Arc::new(TaskCfg {
-        h2c: o.h2c,
+        tls,
         read_buf: o.read_buf.max(1024),
         connect_timeout: o.connect_timeout,
         idle_timeout: o.idle_timeout,
     });
     let sh = Arc::new(Shared {
-        hist: Hist::new(),
+        hist: crate::hist::Hist::new(),
         measuring: AtomicBool::new(false),
         events: AtomicU64::new(0),
         events_window: AtomicU64::new(0),
@@ -608,6 +196,12 @@ pub async fn run(o: ClientOpts) -> Result<Report, String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let t0 = Instant::now();
     let n = o.streams;
+    let slots: Vec<Arc<H2Slot>> = match o.h2 {
+        true => (0..o.connections.clamp(1, n.max(1)))
+            .map(|_| Arc::new(H2Slot::new()))
+            .collect(),
+        false => vec![],
+    };
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let start_at = t0
@@ -615,6 +209,7 @@ pub async fn run(o: ClientOpts) -> Result<Report, String> {
                 .mul_f64((i as f64 + unit_jitter(i as u64)) / n as f64);
         tasks.push(tokio::spawn(stream_task(
             target.clone(),
+            (!slots.is_empty()).then(|| slots[i % slots.len()].clone()),
             cfg.clone(),
             sh.clone(),
             start_at,
@@ -682,6 +277,8 @@ pub async fn run(o: ClientOpts) -> Result<Report, String> {
     let samples = sh.samples.lock().unwrap().clone();
     Ok(Report {
         url: o.url,
+        h2: o.h2,
+        connections: if o.h2 { slots.len() } else { n },
         streams: n,
         ramp_s: o.ramp.as_secs_f64(),
         window_s,
@@ -741,9 +338,11 @@ impl Report {
         let mut j = String::new();
         let _ = write!(
             j,
-            "{{\"url\":{},\"streams\":{},\"ramp_s\":{:.3},\"window_s\":{:.3},\"ready\":{},\
+            "{{\"url\":{},\"h2\":{},\"connections\":{},\"streams\":{},\"ramp_s\":{:.3},\"window_s\":{:.3},\"ready\":{},\
              \"open_at_ready\":{},\"held\":{},\"failures_total\":{},\"failures\":{{",
             json_str(&self.url),
+            self.h2,
+            self.connections,
             self.streams,
             self.ramp_s,
             self.window_s,
@@ -812,8 +411,12 @@ impl Report {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "sse-bench client: {} streams to {} (ramp {:.1}s, window {:.1}s, ready: {}, open at ready: {})",
-            self.streams, self.url, self.ramp_s, self.window_s, self.ready, self.open_at_ready
+            "sse-bench client: {} streams over {} {} connections to {} (ramp {:.1}s, window {:.1}s, ready: {}, open at ready: {})",
+            self.streams,
+            self.connections,
+            if self.h2 { "h2" } else { "HTTP/1.1" },
+            self.url,
+            self.ramp_s, self.window_s, self.ready, self.open_at_ready
         );
         let fails: Vec<String> = FAIL_NAMES
             .iter()
@@ -898,27 +501,5 @@ mod tests {
         let max = buckets.iter().max().unwrap();
         assert!(*max <= 25, "a 1 ms phase holds {max} streams: {buckets:?}");
         assert!(buckets.iter().all(|&b| b > 0), "{buckets:?}");
-    }
-
-    #[test]
-    fn url_and_request() {
-        let t = parse_url("http://127.0.0.1:8080/stream?rate=10", &["X-A: 1".into()]).unwrap();
-        assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
-        let req = String::from_utf8(t.request).unwrap();
-        assert!(req.starts_with("GET /stream?rate=10 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"));
-        assert!(req.ends_with("X-A: 1\r\n\r\n"));
-        assert!(parse_url("https://x/", &[]).is_err());
-    }
-
-    #[test]
-    fn head_parsing() {
-        let h = parse_head(b"HTTP/1.1 200 OK\r\ncontent-type: Text/Event-Stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
-        assert_eq!(h.status, 200);
-        assert!(h.event_stream);
-        assert!(matches!(h.framing, Framing::Chunked(_)));
-        let h = parse_head(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\n\r\n").unwrap();
-        assert_eq!(h.status, 502);
-        assert!(!h.event_stream);
-        assert!(matches!(h.framing, Framing::Length(3)));
     }
 }

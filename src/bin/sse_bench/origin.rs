@@ -8,7 +8,9 @@
 //!   event right after the headers); after N events the response ends.
 //! - `/ticker`: joins the shared fan-out ticker; every tick writes the same
 //!   event, stamped once, to all subscribers.
-//! - `/idle`: headers, then silence until the client leaves.
+//! - `/idle[?hello=1]`: headers (with `hello=1`, then one comment), then silence until the
+//!   client leaves. The comment is for nginx over h2, which sends a response's HEADERS only
+//!   with its first body bytes: without one, the client never sees the stream open.
 //! - `/bulk?size=B`: B-byte events (`data: <t_ns, 20 digits> xxx…\n\n`) as fast
 //!   as the reader takes them.
 //! - `/`, `/health`: `200 ok` (keep-alive), for readiness probes.
@@ -97,7 +99,7 @@ enum Route {
     NotFound,
     Stream { rate: f64, count: Option<u64> },
     Ticker,
-    Idle,
+    Idle { hello: bool },
     Bulk { size: usize },
 }
 
@@ -128,7 +130,9 @@ impl Route {
                 count: param(b"count").and_then(|v| v.parse().ok()),
             },
             b"/ticker" => Route::Ticker,
-            b"/idle" => Route::Idle,
+            b"/idle" => Route::Idle {
+                hello: param(b"hello") == Some("1"),
+            },
             b"/bulk" => Route::Bulk {
                 size: param(b"size")
                     .and_then(|v| v.parse().ok())
@@ -172,7 +176,7 @@ async fn serve(mut s: TcpStream, ticks: watch::Receiver<Bytes>) -> io::Result<()
                 }
             }
             Route::Ticker => return ticker_stream(s, ticks).await,
-            Route::Idle => return idle(s).await,
+            Route::Idle { hello } => return idle(s, hello).await,
             Route::Bulk { size } => return bulk(s, size).await,
         }
     }
@@ -243,8 +247,11 @@ async fn ticker_stream(mut s: TcpStream, mut ticks: watch::Receiver<Bytes>) -> i
     }
 }
 
-async fn idle(mut s: TcpStream) -> io::Result<()> {
+async fn idle(mut s: TcpStream, hello: bool) -> io::Result<()> {
     s.write_all(SSE_HEAD).await?;
+    if hello {
+        s.write_all(b"9\r\n: hello\n\n\r\n").await?;
+    }
     wait_closed(&s).await
 }
 
