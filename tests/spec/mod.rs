@@ -11,6 +11,8 @@
 
 use std::ops::Range;
 
+pub mod relay;
+
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A dispatched event.
