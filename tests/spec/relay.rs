@@ -323,7 +323,10 @@ pub fn check_stamped(app: &[u8], plan: &Plan) -> Result<(), String> {
                 ensure_eq!(&g.data, &w.data, "data changed");
                 ensure_eq!(&g.id, &stamped_id(seq, &w.id), "wrong id");
                 let Some(id) = ResumeId::parse(&g.id) else {
-                    return Err(format!("our id {:?} does not parse", String::from_utf8_lossy(&g.id)));
+                    return Err(format!(
+                        "our id {:?} does not parse",
+                        String::from_utf8_lossy(&g.id)
+                    ));
                 };
                 ensure_eq!((id.token, id.seq), (TOKEN, seq));
                 ensure_eq!(id.app_id.unwrap_or_default(), &w.id[..]);
