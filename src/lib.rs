@@ -14,6 +14,7 @@
 //! - [`server`]: wires the above into a pingora `Server`.
 //! - [`control`]: the pid file and `sse-sidecar drain`.
 //! - `sys`: the system calls no safe wrapper covers — the one module allowed `unsafe`.
+//! - `fuzzing` (hidden): the private byte parsers, wrapped for the fuzz targets in `tests/fuzz/`.
 //!
 //! # How a request flows
 //!
@@ -43,6 +44,8 @@ pub(crate) mod admin;
 pub mod cli;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod metrics;
 pub mod probe;
 pub(crate) mod proxy;

@@ -52,7 +52,7 @@ pub(crate) struct HeadGuard<A> {
     pub(crate) tls: Option<TlsAccept>,
 }
 
-enum Head {
+pub(crate) enum Head {
     /// The whole HTTP/1 head (and maybe more) was read.
     Complete(Vec<u8>),
     /// The connection opened with the h2c preface.
@@ -212,7 +212,7 @@ fn detach(tcp: &L4Stream) -> std::io::Result<std::net::TcpStream> {
 }
 
 async fn read_head(tcp: &mut L4Stream, timeout: Duration) -> Head {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut head = HeadReader::default();
     let mut chunk = [0u8; 2048];
     // On a kept-alive connection the clock starts at the first byte of the next request: idle
     // keep-alive is not a slowloris. A fresh connection (the kernel has received nothing on
@@ -226,41 +226,70 @@ async fn read_head(tcp: &mut L4Stream, timeout: Duration) -> Head {
     let mut deadline = Instant::now() + if fresh { timeout } else { KEEPALIVE_IDLE };
     loop {
         let n = match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
-            Err(_) if buf.is_empty() => return Head::Closed,
+            Err(_) if head.is_empty() => return Head::Closed,
             Err(_) => return Head::TimedOut,
             Ok(Err(_)) | Ok(Ok(0)) => return Head::Closed,
             Ok(Ok(n)) => n,
         };
-        if buf.is_empty() {
+        if head.is_empty() {
             deadline = Instant::now() + timeout;
+        }
+        if let Some(verdict) = head.push(&chunk[..n]) {
+            return verdict;
+        }
+    }
+}
+
+/// The bytes of a request head as they arrive, and what they are once that can be told: the
+/// socket-free part of [`read_head`], so that it can be tested (and fuzzed) with any split.
+#[derive(Default)]
+pub(crate) struct HeadReader {
+    buf: Vec<u8>,
+}
+
+impl HeadReader {
+    /// Nothing read yet.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Takes the bytes of one read; `None` while the head is unfinished. Never returns
+    /// [`Head::TimedOut`] or [`Head::Closed`], which only the socket can tell.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Option<Head> {
+        if bytes.is_empty() {
+            return None;
+        }
+        if self.buf.is_empty() {
             // A request starts with a method token; anything else (a TLS hello on the plain
             // port, binary garbage) is answered now rather than at the header timeout.
-            if !chunk[0].is_ascii_alphabetic() {
-                return Head::Invalid("not an HTTP request".into());
+            if !bytes[0].is_ascii_alphabetic() {
+                return Some(Head::Invalid("not an HTTP request".into()));
             }
             // The h2c preface is not an HTTP/1 head; pingora takes it from here.
-            if chunk[..n].starts_with(b"PRI ") {
-                buf.extend_from_slice(&chunk[..n]);
-                return Head::H2c(buf);
+            if bytes.starts_with(b"PRI ") {
+                self.buf.extend_from_slice(bytes);
+                return Some(Head::H2c(std::mem::take(&mut self.buf)));
             }
         }
-        let scan_from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if head_end(&buf[scan_from..]) {
-            return match check_head(&buf) {
+        let scan_from = self.buf.len().saturating_sub(3);
+        self.buf.extend_from_slice(bytes);
+        if head_end(&self.buf[scan_from..]) {
+            let buf = std::mem::take(&mut self.buf);
+            return Some(match check_head(&buf) {
                 Ok(()) => Head::Complete(buf),
                 Err(why) => Head::Invalid(why),
-            };
+            });
         }
-        if buf.len() > MAX_HEAD {
-            return Head::TooLarge;
+        if self.buf.len() > MAX_HEAD {
+            return Some(Head::TooLarge);
         }
+        None
     }
 }
 
 /// Rejects heads pingora or the app could read differently from us: malformed lines, and
 /// the framing ambiguities request smuggling relies on (RFC 9112 §6.3).
-fn check_head(bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn check_head(bytes: &[u8]) -> Result<(), String> {
     let mut headers = [httparse::EMPTY_HEADER; 256];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(bytes) {

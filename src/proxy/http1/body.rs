@@ -28,7 +28,6 @@ pub(crate) struct Decode {
 
 impl Decode {
     /// A chunked body with nothing read yet.
-    #[cfg(test)]
     pub(crate) fn chunked() -> Decode {
         Decode {
             body: BodyKind::Chunked(ChunkedDecoder::default()),
