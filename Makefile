@@ -11,6 +11,8 @@
 #   make bench-smoke    the same workloads, tiny, as in CI
 #   make soak           the fault soak: 2,000 streams, churn, resets, app restarts, upgrades
 #                       (SOAK_SECS=1800 by default; soak-smoke runs 120 s, as in CI)
+#   make fuzz           every fuzz target in tests/fuzz/ for FUZZ_SECS (300) s each (nightly)
+#   make fuzz-smoke     the same, 60 s each in CI (CI=true), 15 s each elsewhere
 #
 # One build profile: everything, tests included, is built with --release. The timing
 # tests (events delivered one by one, upstream closed within 100 ms of the client
@@ -34,13 +36,15 @@ TEST_PKGS := cmake nginx haproxy curl redis-server
 BROWSER_DIR := tests/browser
 BROWSER_PKGS ?= $(if $(wildcard $(BROWSER_DIR)/package.json),chromium,)
 SHELL_SCRIPTS := .ci/run scripts/install-deps.sh scripts/py-tools.sh scripts/run-demo.sh \
-	scripts/suite.sh scripts/check-configs.sh scripts/validate-k8s.sh scripts/docker-mirror.sh
+	scripts/suite.sh scripts/check-configs.sh scripts/validate-k8s.sh scripts/docker-mirror.sh \
+	scripts/fuzz.sh
 
 .PHONY: help deps build release-bin run test test-deps lint fmt-check clippy shellcheck \
-	hadolint cargo-test check-config k8s-validate docker-check bench bench-smoke soak soak-smoke
+	hadolint cargo-test check-config k8s-validate docker-check bench bench-smoke soak soak-smoke \
+	fuzz fuzz-smoke
 
 help:
-	@sed -n '4,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '4,15s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 deps:
 	@scripts/install-deps.sh $(BUILD_PKGS)
@@ -74,6 +78,7 @@ lint: fmt-check clippy shellcheck hadolint
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --all --manifest-path tests/fuzz/Cargo.toml -- --check
 
 clippy: deps
 	$(CARGO) clippy --release $(LOCKED) --all-targets -- -D warnings
@@ -117,3 +122,14 @@ soak: deps
 
 soak-smoke:
 	@$(MAKE) --no-print-directory soak SOAK_SECS=120
+
+# Coverage-guided fuzzing (scripts/fuzz.sh: installs cargo-fuzz under target/ if missing,
+# needs the nightly toolchain). A crash fails the target and is kept in target/fuzz-artifacts/.
+FUZZ_SECS ?= 300
+FUZZ_SMOKE_SECS ?= $(if $(filter true,$(CI)),60,15)
+
+fuzz: deps
+	FUZZ_SECS=$(FUZZ_SECS) scripts/fuzz.sh $(FUZZ_TARGETS)
+
+fuzz-smoke: deps
+	FUZZ_SECS=$(FUZZ_SMOKE_SECS) scripts/fuzz.sh

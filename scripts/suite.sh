@@ -22,6 +22,7 @@ DEFAULT_STEPS=(
     docker-check:20m
     bench-smoke:15m
     soak-smoke:6m
+    fuzz-smoke:25m
 )
 steps=("${@:-${DEFAULT_STEPS[@]}}")
 
