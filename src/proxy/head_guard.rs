@@ -273,7 +273,11 @@ impl HeadReader {
         }
         let scan_from = self.buf.len().saturating_sub(3);
         self.buf.extend_from_slice(bytes);
-        if head_end(&self.buf[scan_from..]) {
+        if let Some(end) = head_end(&self.buf[scan_from..]) {
+            // The read that brings the end may bring the head past the limit too.
+            if scan_from + end > MAX_HEAD {
+                return Some(Head::TooLarge);
+            }
             let buf = std::mem::take(&mut self.buf);
             return Some(match check_head(&buf) {
                 Ok(()) => Head::Complete(buf),
@@ -328,9 +332,15 @@ pub(crate) fn check_head(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `bytes` contain the blank line that ends a head (CRLF or bare-LF style).
-fn head_end(bytes: &[u8]) -> bool {
-    bytes.windows(4).any(|w| w == b"\r\n\r\n") || bytes.windows(2).any(|w| w == b"\n\n")
+/// Where the blank line that ends a head (CRLF or bare-LF style) ends in `bytes`, if they
+/// contain one: the length of the head.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 async fn reject(tcp: &mut L4Stream, status: u16, why: &str) {
@@ -346,7 +356,7 @@ async fn reject(tcp: &mut L4Stream, status: u16, why: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_head, head_end};
+    use super::{check_head, head_end, Head, HeadReader, MAX_HEAD};
 
     #[test]
     fn smuggling_shapes_are_rejected() {
@@ -367,8 +377,33 @@ mod tests {
 
     #[test]
     fn finds_head_end_in_both_styles() {
-        assert!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
-        assert!(head_end(b"GET / HTTP/1.0\n\n"));
-        assert!(!head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.0\n\nbody\n\n"), Some(16));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+    }
+
+    /// Reads `wire` in reads of `size` bytes, as `read_head()` does.
+    fn read_in(wire: &[u8], size: usize) -> Option<Head> {
+        let mut reader = HeadReader::default();
+        wire.chunks(size).find_map(|read| reader.push(read))
+    }
+
+    /// A head longer than `MAX_HEAD` is refused even when its end comes in the read that takes
+    /// it past the limit (found by the head_guard fuzz target: with 2048-byte reads, heads up
+    /// to 2 KiB over the limit were let through), and a head of exactly `MAX_HEAD` is not.
+    #[test]
+    fn the_head_limit_holds_whatever_the_reads() {
+        let head = |len: usize| {
+            let mut h = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+            h.resize(len - 4, b'a');
+            h.extend_from_slice(b"\r\n\r\n");
+            h
+        };
+        for size in [1, 2048, 4096, MAX_HEAD + 4096] {
+            let over = head(MAX_HEAD + 1);
+            assert!(matches!(read_in(&over, size), Some(Head::TooLarge)), "reads of {size}");
+            let at = head(MAX_HEAD);
+            assert!(matches!(read_in(&at, size), Some(Head::Complete(_))), "reads of {size}");
+        }
     }
 }
