@@ -49,6 +49,8 @@ fn decode(reads: &[&[u8]]) -> Outcome {
                 out.used += used;
             }
             Err(e) => {
+                // How much a failing read used is not reported; earlier reads' counts are moot.
+                out.used = 0;
                 out.error = Some(e);
                 break;
             }
