@@ -332,15 +332,15 @@ pub(crate) fn check_head(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Where the blank line that ends a head (CRLF or bare-LF style) ends in `bytes`, if they
-/// contain one: the length of the head.
+/// Where the blank line that ends a head ends in `bytes`, if they contain one: the length of
+/// the head. As httparse reads heads, a line ends with CRLF or a bare LF, so the head ends at
+/// an LF followed by `LF` or `CR LF` (`\r\n\r\n`, `\n\n`, and the mixed `\r\n\n`, `\n\r\n`).
 fn head_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    memchr::memchr_iter(b'\n', bytes).find_map(|i| match &bytes[i + 1..] {
+        [b'\n', ..] => Some(i + 2),
+        [b'\r', b'\n', ..] => Some(i + 3),
+        _ => None,
+    })
 }
 
 async fn reject(tcp: &mut L4Stream, status: u16, why: &str) {
@@ -380,6 +380,20 @@ mod tests {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some(27));
         assert_eq!(head_end(b"GET / HTTP/1.0\n\nbody\n\n"), Some(16));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), None);
+    }
+
+    /// A head whose last line ends with a bare LF and whose blank line is CRLF is complete,
+    /// as httparse (and so pingora) reads it; the guard waited for more and answered `408`
+    /// at the header timeout (found by the head_guard fuzz target).
+    #[test]
+    fn mixed_line_ends_complete_a_head() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\n\r\n"), Some(26));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\r\n\n"), Some(25));
+        let head = b"GET /events HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\n\r\n";
+        for size in [1, 2, 3, head.len()] {
+            assert!(matches!(read_in(head, size), Some(Head::Complete(_))), "reads of {size}");
+        }
     }
 
     /// Reads `wire` in reads of `size` bytes, as `read_head()` does.
