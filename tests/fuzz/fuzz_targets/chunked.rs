@@ -60,7 +60,8 @@ fn decode(reads: &[&[u8]]) -> Outcome {
     out
 }
 
-/// A strict decoder from the RFC 9112 §7.1 grammar: size lines by httparse,
+/// A strict decoder from the RFC 9112 §7.1 grammar: size lines by httparse
+/// (with no CR or LF in them but the CRLF that ends them),
 /// data then CRLF, trailer lines ending in CRLF with no CR or LF in them.
 /// The payload and the bytes the body takes, or `None` when the input is not
 /// such a complete body.
@@ -75,7 +76,8 @@ fn reference(wire: &[u8]) -> Option<(Vec<u8>, usize)> {
         let httparse::Status::Complete((n, size)) = httparse::parse_chunk_size(rest).ok()? else {
             return None;
         };
-        if n > LINE_MAX {
+        // httparse takes any byte in an extension, even a bare CR or LF; the grammar does not.
+        if n > LINE_MAX || rest[..n - 2].iter().any(|b| matches!(b, b'\r' | b'\n')) {
             return None;
         }
         pos += n;
