@@ -34,6 +34,9 @@ use tokio::time::Instant;
 /// Largest request head accepted; larger heads get `431`.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 
+/// How the h2c preface (`PRI * HTTP/2.0`) starts; no HTTP/1 method is `PRI`.
+const H2C_START: &[u8] = b"PRI ";
+
 /// How long a kept-alive connection may sit idle before its next request starts; for h2, with
 /// no stream open (`h2_idle_timeout`), which also ends a header block that is never finished.
 pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
@@ -265,14 +268,15 @@ impl HeadReader {
             if !bytes[0].is_ascii_alphabetic() {
                 return Some(Head::Invalid("not an HTTP request".into()));
             }
-            // The h2c preface is not an HTTP/1 head; pingora takes it from here.
-            if bytes.starts_with(b"PRI ") {
-                self.buf.extend_from_slice(bytes);
-                return Some(Head::H2c(std::mem::take(&mut self.buf)));
-            }
         }
         let scan_from = self.buf.len().saturating_sub(3);
+        let had = self.buf.len();
         self.buf.extend_from_slice(bytes);
+        // The h2c preface is not an HTTP/1 head; pingora takes it from here. Its first four
+        // bytes may come in more than one read.
+        if had < H2C_START.len() && self.buf.starts_with(H2C_START) {
+            return Some(Head::H2c(std::mem::take(&mut self.buf)));
+        }
         if let Some(end) = head_end(&self.buf[scan_from..]) {
             // The read that brings the end may bring the head past the limit too.
             if scan_from + end > MAX_HEAD {
@@ -383,6 +387,24 @@ mod tests {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), None);
     }
 
+    /// The h2c preface goes to h2c however its first bytes are split over reads; the guard
+    /// took a preface whose first read was shorter than `PRI ` for an HTTP/1 head, which
+    /// httparse then refused (`400`) (found by the head_guard fuzz target).
+    #[test]
+    fn the_h2c_preface_is_recognised_in_any_reads() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        for size in 1..=preface.len() {
+            assert!(
+                matches!(read_in(preface, size), Some(Head::H2c(_))),
+                "reads of {size}"
+            );
+        }
+        assert!(matches!(
+            read_in(b"PRIX / HTTP/1.1\r\n\r\n", 1),
+            Some(Head::Complete(_))
+        ));
+    }
+
     /// A head whose last line ends with a bare LF and whose blank line is CRLF is complete,
     /// as httparse (and so pingora) reads it; the guard waited for more and answered `408`
     /// at the header timeout (found by the head_guard fuzz target).
@@ -392,7 +414,10 @@ mod tests {
         assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\r\n\n"), Some(25));
         let head = b"GET /events HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\n\r\n";
         for size in [1, 2, 3, head.len()] {
-            assert!(matches!(read_in(head, size), Some(Head::Complete(_))), "reads of {size}");
+            assert!(
+                matches!(read_in(head, size), Some(Head::Complete(_))),
+                "reads of {size}"
+            );
         }
     }
 
@@ -415,9 +440,15 @@ mod tests {
         };
         for size in [1, 2048, 4096, MAX_HEAD + 4096] {
             let over = head(MAX_HEAD + 1);
-            assert!(matches!(read_in(&over, size), Some(Head::TooLarge)), "reads of {size}");
+            assert!(
+                matches!(read_in(&over, size), Some(Head::TooLarge)),
+                "reads of {size}"
+            );
             let at = head(MAX_HEAD);
-            assert!(matches!(read_in(&at, size), Some(Head::Complete(_))), "reads of {size}");
+            assert!(
+                matches!(read_in(&at, size), Some(Head::Complete(_))),
+                "reads of {size}"
+            );
         }
     }
 }
