@@ -79,7 +79,8 @@ impl ChunkedDecoder {
             match self.state {
                 State::Size { value, digits } => {
                     if let Some(d) = hex(b) {
-                        if digits >= 15 {
+                        // 16 hex digits fill a u64; httparse (and so pingora) takes as many.
+                        if digits >= 16 {
                             return Err(ChunkedError::InvalidSize);
                         }
                         self.state = State::Size {
@@ -280,6 +281,24 @@ mod tests {
             Err(ChunkedError::InvalidSize)
         );
         assert_eq!(decode_all(&[b"5x\r\n"]), Err(ChunkedError::InvalidSize));
+    }
+
+    /// A size of 16 hex digits (leading zeros, or the largest sizes) is read as httparse reads
+    /// it; the decoder refused more than 15 (noticed while writing the chunked fuzz target's
+    /// httparse-based reference decoder, which flags it).
+    #[test]
+    fn sizes_take_up_to_sixteen_digits() {
+        let (out, done, _) = decode_all(&[b"000000000000000a\r\n0123456789\r\n0\r\n\r\n"]).unwrap();
+        assert_eq!((out, done), (b"0123456789".to_vec(), true));
+        let mut d = ChunkedDecoder::default();
+        assert_eq!(
+            d.decode(&Bytes::from_static(b"ffffffffffffffff\r\nab"), |_| {}),
+            Ok(20)
+        );
+        assert_eq!(
+            decode_all(&[b"00000000000000000a\r\n"]),
+            Err(ChunkedError::InvalidSize)
+        );
     }
 
     #[test]
