@@ -10,9 +10,11 @@ import json
 import statistics
 import sys
 
-TARGETS = ["direct", "sidecar", "nginx", "haproxy", "floor", "baseline"]
+TARGETS = ["direct", "sidecar", "nginx", "haproxy", "floor", "baseline", "resume", "redis"]
 # Columns that are yardsticks, not peers: shown (with a sidecar/X ratio) only when they ran.
 YARDSTICKS = ["floor", "baseline"]
+# The sidecar with resume on (memory store, Redis store): their cost against the sidecar.
+COSTS = ["resume", "redis"]
 
 
 def load_cases(path):
@@ -249,20 +251,23 @@ def markdown(meta, rows, cases, failures):
     # The floor (examples/floor_relay.rs) and the baseline (an earlier sidecar binary) are
     # yardsticks, not peers: their columns and ratios appear only when they ran.
     extra = [y for y in YARDSTICKS if any(c["target"] == y for c in cases)]
+    costs = [y for y in COSTS if any(c["target"] == y for c in cases)]
     out.append("| workload | metric | direct | sidecar | nginx | haproxy | "
-               + "".join(f"{y} | " for y in extra)
-               + "sidecar/nginx | sidecar/haproxy | " + "".join(f"sidecar/{y} | " for y in extra) + "goal |")
-    out.append("|---" * (9 + 2 * len(extra)) + "|")
+               + "".join(f"{y} | " for y in extra + costs)
+               + "sidecar/nginx | sidecar/haproxy | " + "".join(f"sidecar/{y} | " for y in extra)
+               + "".join(f"{y}/sidecar | " for y in costs) + "goal |")
+    out.append("|---" * (9 + 2 * len(extra) + 2 * len(costs)) + "|")
     for r in rows:
         if not r["values"]:
             continue
         v = r["values"]
         c = r["compare"]
         ratios = [ratio(c.get("sidecar"), c.get(p)) for p in ["nginx", "haproxy"] + extra]
+        ratios += [ratio(c.get(y), c.get("sidecar")) for y in costs]
         g, met = goal(r) if not m["smoke"] else ("", None)
         gtxt = f"{g} {'✓' if met else '✗'}" if met is not None else g
         cells = [r["workload"], r["metric"]] + [v.get(t, "—") for t in ("direct", "sidecar", "nginx", "haproxy")]
-        cells += [v.get(y, "—") for y in extra]
+        cells += [v.get(y, "—") for y in extra + costs]
         cells += [fmt(x, 2) + "×" if x is not None else "—" for x in ratios]
         cells.append(gtxt)
         out.append("| " + " | ".join(str(x) for x in cells) + " |")

@@ -16,7 +16,10 @@
 #                         relay with no user-space work at all: the kernel's floor for nginx's
 #                         design, a yardstick column (sidecar/floor), not a peer. baseline = an
 #                         earlier sidecar binary ($SSE_SIDECAR_BASELINE), run interleaved with
-#                         the current one: a before/after column (sidecar/baseline)
+#                         the current one: a before/after column (sidecar/baseline).
+#                         resume, redis = the current sidecar with every path resumable
+#                         (resume.paths ["/"]), on the memory store or on a redis-server the run
+#                         starts: the cost of resume, as columns resume/sidecar and redis/sidecar
 #   --workloads LIST      comma-separated subset of latency,fanout,memory,capacity,throughput,
 #                         tls-h2-latency,tls-h2-memory,tls-h1-memory,tls-h2-capacity
 #   --out DIR             where <date>.md/.json go (default bench/results; smoke: temp dir only)
@@ -162,6 +165,9 @@ if has "$TARGETS" baseline; then
     fi
     log "${NOTES[-1]}"
 fi
+if has "$TARGETS" redis && ! command -v redis-server >/dev/null; then
+    NEED_REDIS=1
+fi
 if has "$TARGETS" floor && [ ! -x "$FLOOR" ]; then
     NOTES+=("floor binary $FLOOR not found (cargo build --release --example floor_relay): floor column skipped")
     log "${NOTES[-1]}"
@@ -173,6 +179,7 @@ command -v curl >/dev/null || need_pkgs+=(curl)
 case ",$WORKLOADS," in *,tls-*) command -v openssl >/dev/null || need_pkgs+=(openssl) ;; esac
 has "$TARGETS" nginx && ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && need_pkgs+=(nginx)
 has "$TARGETS" haproxy && ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ] && need_pkgs+=(haproxy)
+[ "${NEED_REDIS:-0}" = 1 ] && need_pkgs+=(redis-server)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     apt-get update >&2
@@ -251,6 +258,17 @@ start origin "$BENCH" origin --listen "127.0.0.1:$ORIGIN_PORT" --fanout-interval
 ORIGIN_PGID=$STARTED
 wait_http "$ORIGIN_PORT" "$ORIGIN_PGID" || { cat "$TMP/origin.err" >&2; echo "bench.sh: origin did not start" >&2; exit 1; }
 log "origin on 127.0.0.1:$ORIGIN_PORT"
+# The redis target's store: one redis-server for the run, without persistence.
+if has "$TARGETS" redis; then
+    REDIS_PORT=$(free_port)
+    start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no
+    for _ in $(seq 50); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    redis-cli -p "$REDIS_PORT" ping >/dev/null || { echo "bench.sh: redis-server did not start" >&2; exit 1; }
+    log "redis-server on 127.0.0.1:$REDIS_PORT ($(redis-server --version | cut -d' ' -f3))"
+fi
 TLS_DIR=$TMP/tls
 case ",$WORKLOADS," in *,tls-*) make_certs "$TLS_DIR" ;; esac
 
@@ -269,19 +287,25 @@ start_target() {
     STOP_SIG=TERM
     case "$t" in
         direct) PORT=$ORIGIN_PORT; return 0 ;;
-        sidecar|baseline)
+        sidecar|baseline|resume|redis)
             PORT=$(free_port)
             STOP_SIG=INT
-            local bin=$SIDECAR
+            local bin=$SIDECAR conf=$TMP/$t.yaml
             [ "$t" = baseline ] && bin=$BASELINE
             # The TLS listener comes from a config file (no flag for it); a file's listen
             # replaces the default one, and --listen would replace the file's.
             local listen=(--listen "127.0.0.1:$PORT")
+            : >"$conf"
             if [ "$mode" = tls ]; then
                 printf 'listen:\n  - {addr: "127.0.0.1:%s", tls: {cert: "%s", key: "%s"}}\n' \
-                    "$PORT" "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >"$TMP/$t-tls.yaml"
-                listen=(--config "$TMP/$t-tls.yaml")
+                    "$PORT" "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >>"$conf"
+                listen=()
             fi
+            case "$t" in
+                resume) printf 'resume:\n  paths: ["/"]\n' >>"$conf" ;;
+                redis) printf 'resume:\n  paths: ["/"]\n  store: redis://127.0.0.1:%s/0\n' "$REDIS_PORT" >>"$conf" ;;
+            esac
+            listen+=(--config "$conf")
             # RUST_LOG=warn: no per-request logging, like nginx's access_log off.
             RUST_LOG=warn start "$t" "$bin" "${listen[@]}" \
                 --upstream "http://127.0.0.1:$ORIGIN_PORT" --metrics-listen off \
@@ -312,8 +336,12 @@ start_target() {
         stop "$PGID" "$STOP_SIG"
         return 1
     fi
-    # Let every worker finish starting up before the client samples "idle" RSS.
+    # Let every worker finish starting up before the client samples "idle" RSS; the redis
+    # target's first ping (once a second) must have found the store, or its streams would
+    # go without resume.
     sleep "$SETTLE"
+    [ "$t" = redis ] && sleep 1.2
+    return 0
 }
 
 # ---- cases ----------------------------------------------------------------
@@ -369,7 +397,7 @@ held_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["hel
 # every HB_SILENT_FOR.
 capacity_search() {
     local wl=$1 t=$2 n=$3 ramp=$4 hold=$5 path=$6 idle=() try h next
-    case "$t" in sidecar | baseline) idle=(--idle-timeout "$HB_SILENT_FOR") ;; esac
+    case "$t" in sidecar | baseline | resume | redis) idle=(--idle-timeout "$HB_SILENT_FOR") ;; esac
     for try in $(seq "$CAP_TRIES"); do
         run_case "$wl" "$t" "$HB_IDLE" "$n" "$path" "$ramp" "$hold" \
             --align 0s --ready-timeout 20s "${idle[@]}" || break

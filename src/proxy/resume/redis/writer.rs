@@ -20,6 +20,9 @@ const BATCH: usize = 512;
 struct Live {
     events: VecDeque<(u64, usize)>,
     bytes: usize,
+    /// Its events key has a TTL: `XADD` keeps a key's TTL, so only the write that may create
+    /// the key sets one (the refresh keeps it after that).
+    ttl_set: bool,
 }
 
 pub(crate) struct Service(pub(crate) Arc<Redis>);
@@ -117,6 +120,7 @@ impl Writer {
         let ttl = self.ttl();
         let mut pipe = redis::pipe();
         let mut touched: HashSet<Arc<str>> = HashSet::new();
+        let mut ended = Vec::new();
         let mut flushes = Vec::new();
         for w in batch.drain(..) {
             match w {
@@ -133,6 +137,7 @@ impl Writer {
                         ],
                     )
                     .ignore();
+                    pipe.pexpire(redis.key(&token, "meta"), ttl as i64).ignore();
                     self.live.insert(token.clone(), Live::default());
                     touched.insert(token);
                 }
@@ -150,11 +155,17 @@ impl Writer {
                     if let Some(live) = self.live.get_mut(&token) {
                         live.events.push_back((seq, bytes.len()));
                         live.bytes += bytes.len();
+                        // Trimmed in steps of a quarter of the budget, not once per event.
                         let mut keep_from = None;
-                        while live.bytes > redis.max_bytes && live.events.len() > 1 {
-                            let (_, len) = live.events.pop_front().unwrap_or_default();
-                            live.bytes -= len;
-                            keep_from = live.events.front().map(|(s, _)| *s);
+                        if live.bytes > redis.max_bytes + redis.max_bytes / 4 {
+                            while live.bytes > redis.max_bytes && live.events.len() > 1 {
+                                let (_, len) = live.events.pop_front().unwrap_or_default();
+                                live.bytes -= len;
+                                keep_from = live.events.front().map(|(s, _)| *s);
+                            }
+                        }
+                        if !std::mem::replace(&mut live.ttl_set, true) {
+                            pipe.pexpire(&events, ttl as i64).ignore();
                         }
                         if let Some(from) = keep_from {
                             pipe.cmd("XTRIM")
@@ -188,6 +199,7 @@ impl Writer {
                         .arg("d")
                         .arg(bytes.as_ref())
                         .ignore();
+                    ended.push(token.clone());
                     touched.insert(token);
                 }
                 Write::Forget { token } => {
@@ -225,7 +237,8 @@ impl Writer {
             ])
             .ignore();
         }
-        for token in &touched {
+        // An ended stream's keys expire a grace after its end.
+        for token in &ended {
             pipe.pexpire(redis.key(token, "events"), ttl as i64)
                 .ignore();
             pipe.pexpire(redis.key(token, "meta"), ttl as i64).ignore();
@@ -264,6 +277,11 @@ impl Writer {
             pipe.pset_ex(self.redis.key(token, "reader"), 1, ttl)
                 .ignore();
         }
-        let _ = self.redis.query::<()>(Op::Write, &pipe).await;
+        if self.redis.query::<()>(Op::Write, &pipe).await.is_none() {
+            // A key may expire meanwhile, and an XADD would make it again without a TTL.
+            for live in self.live.values_mut() {
+                live.ttl_set = false;
+            }
+        }
     }
 }
