@@ -60,64 +60,53 @@ pub(crate) async fn lookup(shared: &Arc<Shared>, req: &RequestHeader) -> Lookup 
     else {
         return Lookup::NotOurs;
     };
-    let result = match store.find(id.token) {
+    // The stream: this replica's, or one followed here from the shared store.
+    let entry = match store.find(id.token) {
+        Some(entry) if store.same_client(&entry, req) => Ok(entry),
+        Some(_) => Err(ResumeResult::Denied),
         None => match &shared.redis {
-            Some(redis) => return follow(shared, store, redis, &id, req).await,
-            None => ResumeResult::Unknown,
+            Some(redis) => follow(shared, store, redis, &id, req).await,
+            None => Err(ResumeResult::Unknown),
         },
-        Some(entry) if !store.same_client(&entry, req) => ResumeResult::Denied,
-        Some(entry) => match entry.attach(id.seq, &shared.metrics) {
-            Some(attached) => {
-                shared
-                    .metrics
-                    .resume(ResumeResult::Resumed, attached.replayed);
-                return Lookup::Resume(entry, attached);
-            }
-            None => ResumeResult::Unknown,
-        },
+    };
+    let result = match entry.map(|e| (e.attach(id.seq, &shared.metrics), e)) {
+        Ok((Some(attached), entry)) => {
+            shared
+                .metrics
+                .resume(ResumeResult::Resumed, attached.replayed);
+            return Lookup::Resume(entry, attached);
+        }
+        Ok((None, _)) => ResumeResult::Unknown,
+        Err(result) => result,
     };
     shared.metrics.resume(result, 0);
     Lookup::Fresh
 }
 
-/// A resume of a stream this replica does not hold: found in the shared store, it is
-/// followed from there into a local entry (one per stream here, whatever its clients).
+/// A stream this replica does not hold, found in the shared store: followed from there into a
+/// local entry (one per stream here, whatever its clients).
 async fn follow(
     shared: &Arc<Shared>,
     store: &Store,
     redis: &Arc<super::redis::Redis>,
     id: &ResumeId<'_>,
     req: &RequestHeader,
-) -> Lookup {
-    let result = match super::redis::find(store, redis, id, req).await {
-        Ok(found) => match store.adopt(
+) -> Result<Arc<Entry>, ResumeResult> {
+    let found = super::redis::find(store, redis, id, req).await?;
+    let (entry, new) = store
+        .adopt(
             id.token,
             found.credentials,
             found.target,
             found.head,
             id.seq,
-        ) {
-            Some((entry, new)) => {
-                if new {
-                    let follow = super::redis::Follow::new(redis.clone(), id.token, id.seq);
-                    spawn_source(shared.clone(), entry.clone(), follow);
-                }
-                match entry.attach(id.seq, &shared.metrics) {
-                    Some(attached) => {
-                        shared
-                            .metrics
-                            .resume(ResumeResult::Resumed, attached.replayed);
-                        return Lookup::Resume(entry, attached);
-                    }
-                    None => ResumeResult::Unknown,
-                }
-            }
-            None => ResumeResult::Unknown,
-        },
-        Err(result) => result,
-    };
-    shared.metrics.resume(result, 0);
-    Lookup::Fresh
+        )
+        .ok_or(ResumeResult::Unknown)?;
+    if new {
+        let follow = super::redis::Follow::new(redis.clone(), id.token, id.seq);
+        spawn_source(shared.clone(), entry.clone(), follow);
+    }
+    Ok(entry)
 }
 
 /// A new resumable stream for `req`, whose app answered `head`: `None` (a stream relayed

@@ -169,7 +169,7 @@ pub(crate) struct Follow {
 impl Follow {
     pub(crate) fn new(redis: Arc<Redis>, token: &str, seq: u64) -> Follow {
         let token: Arc<str> = token.into();
-        let _ = redis.queue.try_send(Write::Follow {
+        redis.send(Write::Follow {
             token: token.clone(),
         });
         Follow {
@@ -309,10 +309,10 @@ impl Source for Follow {
     async fn over(&mut self, how: Over) {
         let token = self.token.clone();
         if how == Over::Delivered {
-            let _ = self.redis.queue.try_send(Write::Delivered {
+            self.redis.send(Write::Delivered {
                 token: token.clone(),
             });
         }
-        let _ = self.redis.queue.try_send(Write::Unfollow { token });
+        self.redis.send(Write::Unfollow { token });
     }
 }
