@@ -47,6 +47,11 @@ pub enum StartError {
 
 /// Builds a ready-to-run server from a validated configuration.
 pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
+    // Before any runtime starts: growing the table later stalls the accepting thread.
+    match crate::sys::reserve_fds() {
+        Ok(n) => tracing::debug!(descriptors = n, "descriptor table grown"),
+        Err(e) => tracing::warn!("cannot grow the descriptor table up front: {e}"),
+    }
     let upstream_addr = config.upstream.resolve().map_err(StartError::Upstream)?;
     // Bind checks up front: a busy port fails with a clear message instead of inside pingora.
     if !upgrade {
