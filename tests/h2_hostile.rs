@@ -228,28 +228,21 @@ impl Dial {
 }
 
 /// Runs `attack` on a runtime of its own thread, so that the attacking client's work does not
-/// delay the test's own reading of the neighbour stream. The thread runs at nice +19: a real
-/// attacker brings its own cores, and here its TLS handshakes and frame floods would otherwise
-/// take a full share of the two this machine has from the sidecar being measured.
+/// delay the test's own reading of the neighbour stream.
 async fn apart<F, T>(attack: F) -> T
 where
     F: std::future::Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let (done, result) = tokio::sync::oneshot::channel();
-    // A thread of its own rather than the blocking pool's, which would keep the priority.
-    std::thread::spawn(move || {
-        // SAFETY: plain integers in and out; only this thread's priority changes.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
-        assert_eq!(rc, 0, "nice the attacking thread");
-        let out = tokio::runtime::Builder::new_current_thread()
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("attack runtime")
-            .block_on(attack);
-        let _ = done.send(out);
-    });
-    result.await.expect("attack thread")
+            .block_on(attack)
+    })
+    .await
+    .expect("attack thread")
 }
 
 /// An ordinary SSE stream (an event every 10 ms) on its own connection, read in a task that
