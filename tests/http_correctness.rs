@@ -6,7 +6,8 @@
 //! - a bodiless answer (`HEAD`, 204, 205, 304) and a non-2xx answer are passed through, never
 //!   turned into a stream, and the connection stays usable;
 //! - absolute-form targets reach the app in origin-form, with `Host` from the target;
-//! - `Max-Forwards` on `TRACE`/`OPTIONS`, `TE` (only `trailers` passes), `Upgrade`.
+//! - `Max-Forwards` on `TRACE`/`OPTIONS`, `TE` (only `trailers` passes), `Upgrade`;
+//! - request bodies reach the app on the session relay, re-framed.
 //!
 //! Run: `cargo test --release --test http_correctness`
 
@@ -361,4 +362,69 @@ async fn hop_by_hop_answer_fields_stop_at_the_sidecar() {
         );
         conn = r.into_conn();
     }
+}
+
+/// Request bodies on the session relay (SSE candidates over h2c and TLS), which sends them to a
+/// plain app itself: as they came with a `Content-Length`, else chunked; a `fetch()`-style POST
+/// gets its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_reach_the_app_on_the_session_relay() {
+    let origin = Origin::start().await;
+    let sc = Sidecar::start(&origin.url()).await;
+    let mut h2 = H2Conn::connect(sc.addr).await;
+    let body = br#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    let len = body.len().to_string();
+
+    // With a Content-Length: forwarded as it is, and echoed back.
+    let headers = [ES, ("content-length", len.as_str())];
+    let mut r = h2
+        .request("POST", "/echo?n=length", &headers, Some(body))
+        .await;
+    assert_eq!(r.status(), 200);
+    let mut echoed = Vec::new();
+    while let Some((d, _)) = r.next_data(T).await {
+        echoed.extend_from_slice(&d);
+    }
+    assert_eq!(echoed, body, "echoed body (Content-Length)");
+    let rec = one(&origin, "/echo");
+    assert_eq!(rec.body, body);
+    assert!(!rec.body_chunked, "{rec:#?}");
+    assert_eq!(rec.header("content-length"), Some(len.as_str()));
+
+    // Without one (h2 needs none): chunked to the app. The answer is an event stream.
+    let mut r = h2
+        .request("POST", "/sse?events=2&interval_ms=0", &[ES], Some(body))
+        .await;
+    assert_eq!(r.status(), 200);
+    let mut events = 0;
+    while let Some(_e) = r.next_event(T).await {
+        events += 1;
+    }
+    assert_eq!(events, 2, "events after a POST");
+    let rec = one(&origin, "/sse");
+    assert_eq!(rec.body, body);
+    assert!(rec.body_chunked, "{rec:#?}");
+    assert_eq!(rec.method, "POST");
+
+    // TLS HTTP/1.1 with a chunked body in two chunks: re-framed, same bytes.
+    let cert = common::tls::make_cert();
+    let tls_sc = common::tls::TlsSidecar::start(&origin, &cert, "", &[]).await;
+    let (mut tls, alpn) = common::tls::tls_connect(tls_sc.addr, &cert, &["http/1.1"]).await;
+    assert_eq!(alpn.as_deref(), Some("http/1.1"));
+    let req = "POST /echo?n=tls HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\
+               Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+               5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(T, tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("hello world"), "{answer}");
+    let rec = origin
+        .requests_to("/echo")
+        .into_iter()
+        .find(|r| r.target.contains("n=tls"))
+        .expect("the TLS request reached the app");
+    assert_eq!(rec.body, b"hello world");
+    assert!(rec.body_chunked, "{rec:#?}");
 }

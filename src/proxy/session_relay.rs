@@ -1,6 +1,7 @@
 //! The session relay: SSE candidates over h2 or TLS (and every candidate when the app speaks
-//! https), taken over in pingora's `request_filter` and relayed over pingora's own sessions
-//! and connector. pingora's proxy filters cannot write to the client while the app is silent
+//! https), taken over in pingora's `request_filter` and relayed from pingora's client session;
+//! the app is reached as the lean relay reaches it (its exchange and body decoder) when it
+//! speaks plain HTTP/1.1, through pingora's connector when it speaks https. pingora's proxy filters cannot write to the client while the app is silent
 //! (heartbeats), notice the client leaving at once, or close at an event boundary on drain,
 //! because they only run when the app's bytes arrive (DESIGN §3); owning the exchange can.
 //!
@@ -12,12 +13,16 @@ use crate::metrics::{Kind, Outcome};
 use crate::proxy::answers::Answer;
 use crate::proxy::candidate;
 use crate::proxy::headers;
+use crate::proxy::http1::chunked::ChunkHead;
+use crate::proxy::http1::socket::write_all;
+use crate::proxy::lean::app::LeanApp;
+use crate::proxy::lean::exchange::{self, ExchangeError};
 use crate::proxy::resume::relay::{self as resume_relay, Lookup};
 use crate::proxy::resume::store::{Attached, Entry};
 use crate::proxy::shared::{Shared, StreamSlot};
 use crate::proxy::stream::WriteError;
 use crate::proxy::stream::{self, respond, AppBody, Body, Client, Ended, Progress, StreamSummary};
-use crate::proxy::upstream_error::{Failure, UpstreamError};
+use crate::proxy::upstream_error::{Failure, Phase, UpstreamError};
 use crate::proxy::upstream_request::{self, Forwarding};
 use bytes::Bytes;
 use pingora_core::protocols::http::client::HttpSession as AppSession;
@@ -83,8 +88,13 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
     {
         return Box::pin(resumed(shared, session, started, entry, attached)).await;
     }
-    let mut app = match Box::pin(exchange(shared, session, &req)).await {
-        Ok(app) => app,
+    let exchanged = if shared.config.upstream.tls {
+        Box::pin(exchange(shared, session, &req)).await
+    } else {
+        Box::pin(exchange_plain(shared, session, req)).await
+    };
+    let (head, mut app) = match exchanged {
+        Ok(answer) => answer,
         Err(Failed::Client(e)) => {
             return Answered {
                 error: Some(format!("client error: {e}")),
@@ -93,27 +103,16 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
         }
         Err(Failed::App(e)) => return Box::pin(failed(shared, session, e)).await,
     };
-    let Some(head) = app.response_header().cloned() else {
-        let e = UpstreamError::new(Failure::InvalidResponse, "no response header");
-        return Box::pin(failed(shared, session, e)).await;
-    };
     let status = head.status.as_u16();
     let stream = headers::is_stream_response(&session.req_header().method, &head);
     candidate::relayed(shared, session.req_header(), stream);
     if !stream {
-        let body = if app.response_done() {
-            Body::None
-        } else if head.headers.contains_key(http::header::CONTENT_LENGTH) {
-            Body::Length
-        } else {
-            Body::Unknown
-        };
+        let body = app.body(&head);
         let mut client = PingoraClient::new(&mut session.downstream_session);
-        let mut app_body = PingoraApp(&mut app);
         let result = Box::pin(respond::passthrough(
             shared,
             &mut client,
-            &mut app_body,
+            &mut app,
             head,
             body,
         ))
@@ -131,7 +130,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
 
     // The idle timeout is enforced by the stream loop, measured from the last read: pingora's
     // per-read timeout would restart whenever a heartbeat wakes the loop.
-    app.set_read_timeout(None);
+    app.no_read_timeout();
     let opened = resume_relay::open(shared, session.req_header(), &head);
     let ds = &mut session.downstream_session;
     ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
@@ -140,7 +139,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
     // connection is its first consumer.
     if let Some((entry, first)) = opened {
         let wrote_prefix = shared.open_block.is_some();
-        resume_relay::spawn_producer(shared.clone(), entry.clone(), PingoraApp(app), wrote_prefix);
+        resume_relay::spawn_producer(shared.clone(), entry.clone(), app, wrote_prefix);
         let ended =
             resume_relay::serve_client(shared, &mut client, &entry, &first, started, Ok(())).await;
         return finish_stream(session, status, ended, None);
@@ -148,7 +147,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
     let ended = match Box::pin(respond::start_stream(shared, &mut client, head)).await {
         Ok(prefix) => {
             let p = Progress::new(shared, started, prefix);
-            Some(stream::run(shared, &mut client, &mut PingoraApp(&mut app), p).await)
+            Some(stream::run(shared, &mut client, &mut app, p).await)
         }
         Err(_) => None,
     };
@@ -229,13 +228,16 @@ async fn failed(shared: &Shared, session: &mut Session, e: UpstreamError) -> Ans
     }
 }
 
-/// Back to the connector's pool: the app's body ended cleanly.
-async fn release(shared: &Shared, app: AppSession) {
-    let idle = shared.peer.options.idle_timeout;
-    shared
-        .connector
-        .release_http_session(app, &shared.peer, idle)
-        .await;
+/// Back to the connector's pool: the app's body ended cleanly. A plain connection of our own
+/// is closed, as the lean relay's are.
+async fn release(shared: &Shared, app: App) {
+    if let App::Pingora(app) = app {
+        let idle = shared.peer.options.idle_timeout;
+        shared
+            .connector
+            .release_http_session(*app, &shared.peer, idle)
+            .await;
+    }
 }
 
 /// The request as the app should see it (see [`upstream_request::prepare`]).
@@ -258,12 +260,105 @@ fn app_failed(e: Box<Error>) -> Failed {
     Failed::App(UpstreamError::from_pingora(&e))
 }
 
-/// Connects, sends the request and reads the response header.
+/// The app's side of a relayed request.
+enum App {
+    /// An https app: pingora's connector, TLS and pool.
+    Pingora(Box<AppSession>),
+    /// A plain HTTP/1.1 app: the lean relay's own socket and body decoder, which hold a few
+    /// hundred bytes where pingora's upstream session holds a 64 KiB body buffer per stream.
+    Lean(LeanApp),
+}
+
+impl App {
+    /// The shape of the body after `head`, for a pass-through.
+    fn body(&mut self, head: &ResponseHeader) -> Body {
+        match self {
+            App::Lean(app) => app.body(),
+            App::Pingora(app) => {
+                if app.response_done() {
+                    Body::None
+                } else if head.headers.contains_key(http::header::CONTENT_LENGTH) {
+                    Body::Length
+                } else {
+                    Body::Unknown
+                }
+            }
+        }
+    }
+
+    /// The stream loop enforces the idle timeout, from the last read: pingora's per-read
+    /// timeout would restart whenever a heartbeat wakes the loop. (Ours has none.)
+    fn no_read_timeout(&mut self) {
+        if let App::Pingora(app) = self {
+            app.set_read_timeout(None);
+        }
+    }
+}
+
+impl AppBody for App {
+    async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        match self {
+            App::Pingora(app) => PingoraApp(&mut **app).next().await,
+            App::Lean(app) => app.next().await,
+        }
+    }
+}
+
+/// With a plain app: connects, sends the request and its body (re-framed: as it came with a
+/// `Content-Length`, else chunked) and reads the response head, as the lean relay does.
+async fn exchange_plain(
+    shared: &Shared,
+    session: &mut Session,
+    mut req: RequestHeader,
+) -> Result<(ResponseHeader, App), Failed> {
+    let ds = &mut session.downstream_session;
+    let chunked = !ds.is_body_empty() && !req.headers.contains_key(http::header::CONTENT_LENGTH);
+    if chunked {
+        let _ = req.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    }
+    let method_head = req.method == http::Method::HEAD;
+    let app = exchange::send_head(shared, &req)
+        .await
+        .map_err(|e| match e {
+            ExchangeError::Upstream(e) => Failed::App(e),
+            // The request was checked by `app_request`; a target that still cannot be written
+            // is the app's request failing.
+            e => Failed::App(UpstreamError::new(Failure::InvalidResponse, e.to_string())),
+        })?;
+    let timeout = shared.config.timeouts.read;
+    let to_app = |e: std::io::Error| Failed::App(UpstreamError::from_io(&e, Phase::SendBody));
+    if !ds.is_body_empty() {
+        while let Some(chunk) = ds.read_request_body().await.map_err(Failed::Client)? {
+            if chunk.is_empty() {
+                continue;
+            }
+            if chunked {
+                let head = ChunkHead::new(chunk.len());
+                write_all(&app, &[head.as_bytes(), &chunk, b"\r\n"], timeout).await
+            } else {
+                write_all(&app, &[&chunk], timeout).await
+            }
+            .map_err(to_app)?;
+        }
+        if chunked {
+            write_all(&app, &[b"0\r\n\r\n"], timeout)
+                .await
+                .map_err(to_app)?;
+        }
+    }
+    let exchanged = exchange::read_head(shared, app, method_head)
+        .await
+        .map_err(Failed::App)?;
+    Ok((exchanged.head, App::Lean(exchanged.app)))
+}
+
+/// With an https app: connects through pingora's connector (one retry on a stale pooled
+/// connection), sends the request and reads the response header.
 async fn exchange(
     shared: &Shared,
     session: &mut Session,
     req: &RequestHeader,
-) -> Result<AppSession, Failed> {
+) -> Result<(ResponseHeader, App), Failed> {
     let ds = &mut session.downstream_session;
     let has_body = !ds.is_body_empty();
     let mut req = req.clone();
@@ -297,7 +392,13 @@ async fn exchange(
         app.set_read_timeout(Some(shared.config.timeouts.read));
         app.set_write_timeout(Some(shared.config.timeouts.read));
         match send(&mut app, ds, &req, &buffered, body_done).await {
-            Ok(()) => return Ok(app),
+            Ok(()) => {
+                let Some(head) = app.response_header().cloned() else {
+                    let e = UpstreamError::new(Failure::InvalidResponse, "no response header");
+                    return Err(Failed::App(e));
+                };
+                return Ok((head, App::Pingora(Box::new(app))));
+            }
             // A pooled connection the app already closed: one retry, as pingora's proxy does,
             // and only while the whole body is still in hand.
             Err(Failed::App(e)) if reused && attempt == 1 && body_done => {

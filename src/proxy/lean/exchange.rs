@@ -11,7 +11,7 @@ use crate::proxy::shared::Shared;
 use crate::proxy::upstream_error::{Failure, Phase, UpstreamError};
 use crate::proxy::upstream_request::{upstream_request, BadRequest, Forwarding};
 use bytes::{Bytes, BytesMut};
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use std::io;
 use std::net::IpAddr;
 use tokio::net::TcpStream;
@@ -57,11 +57,34 @@ pub(crate) async fn open_exchange(
     if req.body == ReqBody::Chunked {
         let _ = app_req.insert_header(http::header::TRANSFER_ENCODING, "chunked");
     }
-    let Some(wire) = pingora_core::protocols::http::v1::client::http_req_header_to_wire(&app_req)
+    let app = send_head(shared, &app_req).await?;
+    if req.expect_continue && req.body != ReqBody::None {
+        write_all(
+            client,
+            &[b"HTTP/1.1 100 Continue\r\n\r\n"],
+            cfg.timeouts.read,
+        )
+        .await
+        .map_err(|_| ExchangeError::Client)?;
+    }
+    forward_request_body(shared, client, Some(&app), req.body, buffered).await?;
+    let method_head = req.header.method == http::Method::HEAD;
+    read_head(shared, app, method_head)
+        .await
+        .map_err(ExchangeError::Upstream)
+}
+
+/// Connects to the app and sends it `app_req`'s head. Shared by both relays when the app
+/// speaks plain HTTP/1.1.
+pub(crate) async fn send_head(
+    shared: &Shared,
+    app_req: &RequestHeader,
+) -> Result<TcpStream, ExchangeError> {
+    let cfg = &shared.config;
+    let Some(wire) = pingora_core::protocols::http::v1::client::http_req_header_to_wire(app_req)
     else {
         return Err(ExchangeError::BadRequest(BadRequest::Target));
     };
-
     let connect = tokio::time::timeout(
         cfg.timeouts.connect,
         TcpStream::connect(shared.upstream_addr),
@@ -82,49 +105,37 @@ pub(crate) async fn open_exchange(
         }
     };
     let _ = app.set_nodelay(true);
-    let io = |e: io::Error| ExchangeError::Upstream(UpstreamError::from_io(&e, Phase::SendRequest));
     write_all(&app, &[&wire], cfg.timeouts.read)
         .await
-        .map_err(io)?;
+        .map_err(|e| ExchangeError::Upstream(UpstreamError::from_io(&e, Phase::SendRequest)))?;
+    Ok(app)
+}
 
-    if req.expect_continue && req.body != ReqBody::None {
-        write_all(
-            client,
-            &[b"HTTP/1.1 100 Continue\r\n\r\n"],
-            cfg.timeouts.read,
-        )
-        .await
-        .map_err(|_| ExchangeError::Client)?;
-    }
-    forward_request_body(shared, client, Some(&app), req.body, buffered).await?;
-
-    // The response head, under the normal read timeout.
-    let deadline = tokio::time::Instant::now() + cfg.timeouts.read;
+/// Reads the app's response head (informational ones skipped) under the read timeout; what
+/// follows it is the body, read by the returned [`LeanApp`].
+pub(crate) async fn read_head(
+    shared: &Shared,
+    app: TcpStream,
+    method_head: bool,
+) -> Result<Exchange, UpstreamError> {
+    let deadline = tokio::time::Instant::now() + shared.config.timeouts.read;
     let mut head = BytesMut::with_capacity(1024);
     loop {
         let read = tokio::time::timeout_at(deadline, read_some(&app, &mut head, 4096)).await;
         match read {
             Err(_) => {
-                return Err(ExchangeError::Upstream(UpstreamError::from_io(
+                return Err(UpstreamError::from_io(
                     &timed_out("no response header"),
                     Phase::ReadHead,
-                )))
+                ))
             }
-            Ok(Err(e)) => {
-                return Err(ExchangeError::Upstream(UpstreamError::from_io(
-                    &e,
-                    Phase::ReadHead,
-                )))
-            }
+            Ok(Err(e)) => return Err(UpstreamError::from_io(&e, Phase::ReadHead)),
             Ok(Ok(0)) => {
                 let e = io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "closed before the response header",
                 );
-                return Err(ExchangeError::Upstream(UpstreamError::from_io(
-                    &e,
-                    Phase::ReadHead,
-                )));
+                return Err(UpstreamError::from_io(&e, Phase::ReadHead));
             }
             Ok(Ok(_)) => {}
         }
@@ -143,7 +154,7 @@ pub(crate) async fn open_exchange(
                         dec: Decode {
                             body,
                             pending,
-                            method_head: req.header.method == http::Method::HEAD,
+                            method_head,
                             failed: None,
                         },
                     },
@@ -151,18 +162,12 @@ pub(crate) async fn open_exchange(
             }
             Ok(None) if head.len() > MAX_RESPONSE_HEAD => {
                 let e = io::Error::new(io::ErrorKind::InvalidData, "response header over 64 KiB");
-                return Err(ExchangeError::Upstream(UpstreamError::from_io(
-                    &e,
-                    Phase::ReadHead,
-                )));
+                return Err(UpstreamError::from_io(&e, Phase::ReadHead));
             }
             Ok(None) => {}
             Err(why) => {
                 let e = io::Error::new(io::ErrorKind::InvalidData, why);
-                return Err(ExchangeError::Upstream(UpstreamError::from_io(
-                    &e,
-                    Phase::ReadHead,
-                )));
+                return Err(UpstreamError::from_io(&e, Phase::ReadHead));
             }
         }
     }
