@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::proxy::drain::DrainService;
 use crate::proxy::head_guard::{HeadGuard, KEEPALIVE_IDLE};
 use crate::proxy::lean::workers::Workers;
-use crate::proxy::service::SidecarProxy;
+use crate::proxy::service::{SidecarApp, SidecarProxy};
 use crate::proxy::shared::Shared;
 use crate::proxy::tls_accept::{TlsAccept, TlsListener};
 use crate::proxy::trim::TrimService;
@@ -117,7 +117,12 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
         let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
         h2.max_concurrent_streams(h2_max_concurrent_streams);
         app.h2_options = Some(h2);
-        Arc::new(app)
+        Arc::new(SidecarApp {
+            proxy: Arc::new(app),
+            sidecar: SidecarProxy {
+                shared: shared.clone(),
+            },
+        })
     };
     let mut tls_listeners = Vec::new();
     for l in &listeners {

@@ -1103,6 +1103,69 @@ async fn text_access_log_lines() {
     );
 }
 
+/// h2 requests the sidecar answers itself (an SSE stream, a `Max-Forwards: 0` OPTIONS) skip
+/// pingora's proxy, and still get their access lines; a plain request, through it, too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_access_log_lines_on_both_paths() {
+    let origin = Origin::start().await;
+    let sc = Sidecar::builder(&origin.url())
+        .env("RUST_LOG", "info")
+        .start()
+        .await;
+    let mut c = common::h2c::H2Conn::connect(sc.addr).await;
+    let es = ("accept", "text/event-stream");
+    let mut r = c
+        .request("GET", "/sse?events=3&interval_ms=0", &[es], None)
+        .await;
+    while r.next_data(T).await.is_some() {}
+    let mut r = c
+        .request("OPTIONS", "/opts", &[("max-forwards", "0")], None)
+        .await;
+    assert_eq!(r.status(), 200);
+    while r.next_data(T).await.is_some() {}
+    let mut r = c.request("GET", "/json?size=10", &[], None).await;
+    while r.next_data(T).await.is_some() {}
+    let is_access = |l: &str| {
+        let l = strip_ansi(l);
+        l.contains(" access: ") && (l.contains("stream ended") || l.contains(" request "))
+    };
+    let err = wait_log(&sc, "three access lines", is_access, 3).await;
+    let access: Vec<BTreeMap<String, String>> = err
+        .lines()
+        .filter(|l| is_access(l))
+        .map(|l| text_fields(&strip_ansi(l)))
+        .collect();
+    let find = |path: &str| {
+        access
+            .iter()
+            .find(|f| f.get("path").map(String::as_str) == Some(path))
+            .unwrap_or_else(|| panic!("no access line for {path}:\n{err}"))
+    };
+    let st = find("/sse");
+    for (k, v) in [
+        ("status", "200"),
+        ("kind", "sse"),
+        ("events", "3"),
+        ("outcome", "completed"),
+    ] {
+        assert_eq!(st.get(k).map(String::as_str), Some(v), "{k}: {st:?}");
+    }
+    let op = find("/opts");
+    assert_eq!(
+        op.get("method").map(String::as_str),
+        Some("OPTIONS"),
+        "{op:?}"
+    );
+    assert_eq!(op.get("status").map(String::as_str), Some("200"), "{op:?}");
+    let js = find("/json");
+    assert_eq!(js.get("kind").map(String::as_str), Some("other"), "{js:?}");
+    assert_eq!(js.get("status").map(String::as_str), Some("200"), "{js:?}");
+    assert!(
+        origin.requests_to("/opts").is_empty(),
+        "OPTIONS reached the app"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The shipped dashboard and alert rules against the live metrics
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-//! The `ProxyHttp` implementation, for every request that reaches pingora's HTTP machinery
-//! (h2c, TLS, and plain HTTP/1 that is not an SSE candidate): answers a `Max-Forwards: 0`
-//! itself, hands SSE candidates to the session relay, and lets pingora's normal proxy path
-//! carry everything else, with the app's request built by the same builder as the relays'
+//! The HTTP app and the `ProxyHttp` implementation, for every request that reaches pingora's
+//! HTTP machinery (h2c, TLS, and plain HTTP/1 that is not an SSE candidate): answers a
+//! `Max-Forwards: 0` itself, hands SSE candidates to the session relay (an h2 one without
+//! pingora's proxy at all, see [`SidecarApp`]), and lets pingora's normal proxy path carry
+//! everything else, with the app's request built by the same builder as the relays'
 //! and the SSE header policy applied to any event stream met there (whose route is then
 //! learned, see [`candidate`]).
 
@@ -18,10 +19,14 @@ use crate::proxy::stream::{respond, StreamSummary};
 use crate::proxy::upstream_error::UpstreamError;
 use crate::proxy::upstream_request::{self, Forwarding};
 use async_trait::async_trait;
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora_core::protocols::http::v2::server::H2Options;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, HttpProxy, ProxyHttp, Session};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,38 +66,13 @@ impl ProxyHttp for SidecarProxy {
         }
     }
 
-    /// A `Max-Forwards: 0` on TRACE or OPTIONS is answered here (this hop is its final
-    /// recipient); the probe stream is served here (`probe.*`); SSE candidates are taken over by the session relay, which owns the whole
-    /// exchange; everything else continues down pingora's normal path.
+    /// What the sidecar answers itself ([`SidecarProxy::take_over`]) is taken over here;
+    /// everything else continues down pingora's normal path.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        if upstream_request::answers_itself(session.req_header()) {
-            let answer = Answer::final_recipient(session.req_header());
-            ctx.status = answer.head.status.as_u16();
-            let mut client = PingoraClient::new(&mut session.downstream_session);
-            let _ = Box::pin(respond::answer(&mut client, answer)).await;
-            return Ok(true);
-        }
-        if probe_stream::is_probe(&self.shared, session.req_header()) {
-            let req = session.req_header().clone();
-            let ds = &mut session.downstream_session;
-            ds.set_write_timeout(Some(self.shared.config.timeouts.sse_write));
-            let mut client = PingoraClient::new(ds);
-            // Boxed, like every step around a relayed stream: this future lives as long as the
-            // stream and is as large as its largest state (see session_relay::run).
-            let served = Box::pin(probe_stream::serve(&self.shared, &mut client, &req)).await;
-            ctx.status = served.status;
-            ctx.error = served.error;
-            return Ok(true);
-        }
-        if !is_candidate(&self.shared, session.req_header()) {
+        if !self.takes_over(session.req_header()) {
             return Ok(false);
         }
-        let answered = session_relay::run(&self.shared, session, ctx.started).await;
-        ctx.status = answered.status;
-        ctx.kind = answered.kind.unwrap_or(Kind::Other);
-        ctx.error = answered.error;
-        ctx.stream = answered.stream;
-        ctx.replayed = answered.replayed;
+        self.take_over(session, ctx).await;
         Ok(true)
     }
 
@@ -163,6 +143,51 @@ impl ProxyHttp for SidecarProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        self.log(session, e, ctx);
+    }
+}
+
+impl SidecarProxy {
+    /// Whether the sidecar answers this request itself: a `Max-Forwards: 0` on TRACE or
+    /// OPTIONS (this hop is its final recipient), the probe stream (`probe.*`), an SSE
+    /// candidate (the session relay owns the whole exchange).
+    fn takes_over(&self, req: &RequestHeader) -> bool {
+        upstream_request::answers_itself(req)
+            || probe_stream::is_probe(&self.shared, req)
+            || is_candidate(&self.shared, req)
+    }
+
+    /// Answers a request [`SidecarProxy::takes_over`]: from pingora's `request_filter` for
+    /// HTTP/1, from [`SidecarApp`] for h2.
+    async fn take_over(&self, session: &mut ServerSession, ctx: &mut Ctx) {
+        if upstream_request::answers_itself(session.req_header()) {
+            let answer = Answer::final_recipient(session.req_header());
+            ctx.status = answer.head.status.as_u16();
+            let mut client = PingoraClient::new(session);
+            let _ = Box::pin(respond::answer(&mut client, answer)).await;
+            return;
+        }
+        if probe_stream::is_probe(&self.shared, session.req_header()) {
+            let req = session.req_header().clone();
+            session.set_write_timeout(Some(self.shared.config.timeouts.sse_write));
+            let mut client = PingoraClient::new(session);
+            // Boxed, like every step around a relayed stream: this future lives as long as the
+            // stream and is as large as its largest state (see session_relay::run).
+            let served = Box::pin(probe_stream::serve(&self.shared, &mut client, &req)).await;
+            ctx.status = served.status;
+            ctx.error = served.error;
+            return;
+        }
+        let answered = session_relay::run(&self.shared, session, ctx.started).await;
+        ctx.status = answered.status;
+        ctx.kind = answered.kind.unwrap_or(Kind::Other);
+        ctx.error = answered.error;
+        ctx.stream = answered.stream;
+        ctx.replayed = answered.replayed;
+    }
+
+    /// The request's access log line and counters.
+    fn log(&self, session: &ServerSession, e: Option<&Error>, ctx: &Ctx) {
         let status = match session.response_written() {
             Some(r) => r.status.as_u16(),
             None => ctx.status,
@@ -180,5 +205,51 @@ impl ProxyHttp for SidecarProxy {
             replayed: ctx.replayed,
         }
         .record(&self.shared);
+    }
+}
+
+/// The HTTP app pingora serves connections with: pingora's proxy ([`SidecarProxy`] under
+/// `HttpProxy`), except for h2 requests the sidecar takes over, which are answered here
+/// without it. pingora's proxy keeps a ~13.7 KiB future per request for as long as the
+/// request lasts (every state of its proxy path, cache included); an SSE stream over h2
+/// needs none of it. (HTTP/1 requests go through it: their head is read inside it.)
+pub(crate) struct SidecarApp {
+    pub(crate) proxy: Arc<HttpProxy<SidecarProxy>>,
+    pub(crate) sidecar: SidecarProxy,
+}
+
+#[async_trait]
+impl HttpServerApp for SidecarApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        // An h2 request's head is read before the app sees it. CONNECT is left to pingora,
+        // which refuses it.
+        let direct = session.is_http2()
+            && session.req_header().method != http::Method::CONNECT
+            && self.sidecar.takes_over(session.req_header());
+        if !direct {
+            return self.proxy.process_new_http(session, shutdown).await;
+        }
+        let mut ctx = self.sidecar.new_ctx();
+        self.sidecar.take_over(&mut session, &mut ctx).await;
+        self.sidecar.log(&session, None, &ctx);
+        // END_STREAM if the answer has not sent it (an RST_STREAM if it wrote no head).
+        let _ = session.finish().await;
+        None
+    }
+
+    async fn http_cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.proxy.server_options()
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.proxy.h2_options()
     }
 }

@@ -29,7 +29,6 @@ use pingora_core::protocols::http::client::HttpSession as AppSession;
 use pingora_core::protocols::http::server::Session as ClientSession;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::Session;
 use std::borrow::BorrowMut;
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,9 +54,13 @@ pub(crate) struct Answered {
 /// A future is as large as its largest state, for as long as it lives: every step before the
 /// stream and after it (connecting, above all: pingora's connector makes that ~9 KiB) is
 /// boxed, so a stream's steady state is not charged for them (it was ~20 KiB a stream).
-pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: Instant) -> Answered {
+pub(crate) async fn run(
+    shared: &Arc<Shared>,
+    session: &mut ClientSession,
+    started: Instant,
+) -> Answered {
     let Some(_slot) = StreamSlot::take(shared) else {
-        let mut client = PingoraClient::new(&mut session.downstream_session);
+        let mut client = PingoraClient::new(session);
         let _ = Box::pin(respond::answer(&mut client, Answer::over_limit(shared))).await;
         let why = format!(
             "limits.max_streams ({}) reached",
@@ -72,7 +75,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
     let req = match app_request(shared, session) {
         Ok(req) => req,
         Err(e) => {
-            let mut client = PingoraClient::new(&mut session.downstream_session);
+            let mut client = PingoraClient::new(session);
             let answer = Answer::plain(400, Some(&e.to_string()));
             let _ = Box::pin(respond::answer(&mut client, answer)).await;
             return Answered {
@@ -108,7 +111,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
     candidate::relayed(shared, session.req_header(), stream);
     if !stream {
         let body = app.body(&head);
-        let mut client = PingoraClient::new(&mut session.downstream_session);
+        let mut client = PingoraClient::new(session);
         let result = Box::pin(respond::passthrough(
             shared,
             &mut client,
@@ -132,7 +135,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
     // per-read timeout would restart whenever a heartbeat wakes the loop.
     app.no_read_timeout();
     let opened = resume_relay::open(shared, session.req_header(), &head);
-    let ds = &mut session.downstream_session;
+    let ds = &mut *session;
     ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
     let mut client = PingoraClient::new(ds);
     // A resumable stream: a producer reads the app into the stream's log, and this
@@ -170,7 +173,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, session: &mut Session, started: In
 /// A stream's answer for the log; a client connection whose stream did not end cleanly is
 /// never reused.
 fn finish_stream(
-    session: &mut Session,
+    session: &mut ClientSession,
     status: u16,
     ended: Ended,
     replayed: Option<u64>,
@@ -190,13 +193,13 @@ fn finish_stream(
 /// A client resumes a stream: its head again, then the events after its id, then live.
 async fn resumed(
     shared: &Shared,
-    session: &mut Session,
+    session: &mut ClientSession,
     started: Instant,
     entry: Arc<Entry>,
     attached: Attached,
 ) -> Answered {
     let status = entry.head.status.as_u16();
-    let ds = &mut session.downstream_session;
+    let ds = &mut *session;
     // The resuming request's body (a POST resumed by a POST) is not for the app.
     let timeout = shared.config.timeouts.read;
     let discarded = tokio::time::timeout(timeout, async {
@@ -216,8 +219,8 @@ async fn resumed(
 }
 
 /// The app failed before answering.
-async fn failed(shared: &Shared, session: &mut Session, e: UpstreamError) -> Answered {
-    let mut client = PingoraClient::new(&mut session.downstream_session);
+async fn failed(shared: &Shared, session: &mut ClientSession, e: UpstreamError) -> Answered {
+    let mut client = PingoraClient::new(session);
     let (status, kind, stream) = respond::upstream_failed(shared, &mut client, &e).await;
     Answered {
         status,
@@ -243,7 +246,7 @@ async fn release(shared: &Shared, app: App) {
 /// The request as the app should see it (see [`upstream_request::prepare`]).
 fn app_request(
     shared: &Shared,
-    session: &Session,
+    session: &ClientSession,
 ) -> Result<RequestHeader, upstream_request::BadRequest> {
     let fwd = Forwarding::of(session, true, &shared.config);
     upstream_request::upstream_request(session.req_header(), &fwd)
@@ -308,10 +311,10 @@ impl AppBody for App {
 /// `Content-Length`, else chunked) and reads the response head, as the lean relay does.
 async fn exchange_plain(
     shared: &Shared,
-    session: &mut Session,
+    session: &mut ClientSession,
     mut req: RequestHeader,
 ) -> Result<(ResponseHeader, App), Failed> {
-    let ds = &mut session.downstream_session;
+    let ds = &mut *session;
     let chunked = !ds.is_body_empty() && !req.headers.contains_key(http::header::CONTENT_LENGTH);
     if chunked {
         let _ = req.insert_header(http::header::TRANSFER_ENCODING, "chunked");
@@ -356,10 +359,10 @@ async fn exchange_plain(
 /// connection), sends the request and reads the response header.
 async fn exchange(
     shared: &Shared,
-    session: &mut Session,
+    session: &mut ClientSession,
     req: &RequestHeader,
 ) -> Result<(ResponseHeader, App), Failed> {
-    let ds = &mut session.downstream_session;
+    let ds = &mut *session;
     let has_body = !ds.is_body_empty();
     let mut req = req.clone();
     if has_body

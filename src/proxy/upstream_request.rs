@@ -25,7 +25,7 @@ pub(crate) struct Forwarding<'a> {
 impl Forwarding<'_> {
     /// For a request that came through pingora's listener.
     pub(crate) fn of<'a>(
-        session: &pingora_proxy::Session,
+        session: &pingora_core::protocols::http::ServerSession,
         candidate: bool,
         config: &'a Config,
     ) -> Forwarding<'a> {
