@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::h2_raw::{self, frame, repeated, request_block, BoxIo, RawH2, Seen};
-use common::process::{rss, RssWatch};
+use common::process::{fd_table, nofile, open_fds, rss, RssWatch};
 use common::sse::{Item, Parser};
 use common::tls::{make_cert, TestCert, TlsSidecar};
 use common::{now_ns, Origin, Sidecar};
@@ -363,32 +363,6 @@ fn cpu_secs(pid: i32) -> f64 {
     // utime and stime are fields 14 and 15 (1-based), 11 and 12 after the comm.
     let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
     ticks as f64 / 100.0
-}
-
-/// Open file descriptors of the process.
-fn fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-/// The size of the process's descriptor table (`FDSize` in /proc/<pid>/status).
-fn fd_table(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("FDSize:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("FDSize in /proc/<pid>/status")
-}
-
-/// This process's soft RLIMIT_NOFILE, which the sidecar it starts inherits.
-fn nofile() -> u64 {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `rl` is a valid, writable rlimit that outlives the call.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
-    rl.rlim_cur
 }
 
 /// The sidecar's RSS peak over a run and CPU used, and its CPU over the next 0.5 s (idle
@@ -839,17 +813,17 @@ async fn a_thousand_handshakes_at_once_starve_nobody() {
     // Grown at startup: each growth under load would stall the accepting thread, and every
     // stream it serves, for an RCU grace period (10–20 ms, five times for 1,000 connections).
     let table = fd_table(t.pid);
-    let want = nofile().min(65_536);
+    let want = nofile().rlim_cur.min(65_536);
     println!(
         "descriptor table: {table} slots (RLIMIT_NOFILE {})",
-        nofile()
+        nofile().rlim_cur
     );
     assert!(
         table >= want,
         "descriptor table of {table} slots at startup, want {want}"
     );
     let n = Neighbour::start(&t).await;
-    let fd0 = fds(t.pid);
+    let fd0 = open_fds(t.pid);
     let cost = Cost::start(t.pid);
     let from = now_ns();
     let (dial, pid) = (t.dial(), t.pid);
@@ -864,7 +838,7 @@ async fn a_thousand_handshakes_at_once_starve_nobody() {
         let all = async {
             while let Some(r) = clients.join_next().await {
                 held.push(r.unwrap());
-                peak_fds = peak_fds.max(fds(pid));
+                peak_fds = peak_fds.max(open_fds(pid));
             }
         };
         let in_time = tokio::time::timeout(Duration::from_secs(20), all)
@@ -882,11 +856,12 @@ async fn a_thousand_handshakes_at_once_starve_nobody() {
     assert!(in_time && ok == 1_000, "{ok} of 1,000 handshakes done");
     n.assert_delivery(from, "1,000 handshakes").await;
     drop(held);
-    let settled = common::try_eventually(Duration::from_secs(3), || fds(t.pid) <= fd0 + 5).await;
+    let settled =
+        common::try_eventually(Duration::from_secs(3), || open_fds(t.pid) <= fd0 + 5).await;
     assert!(
         settled,
         "fds {} after the clients left, {fd0} before",
-        fds(t.pid)
+        open_fds(t.pid)
     );
     cost.check("1,000 handshakes", 128 << 20).await;
 }

@@ -912,6 +912,34 @@ async fn wait_log(sc: &Sidecar, what: &str, pred: impl Fn(&str) -> bool, n: usiz
     }
 }
 
+/// The access lines (text format) once stderr holds `n` of them, as fields, with all of
+/// stderr for failure messages.
+async fn text_access_lines(sc: &Sidecar, n: usize) -> (Vec<BTreeMap<String, String>>, String) {
+    let is_access = |l: &str| {
+        let l = strip_ansi(l);
+        l.contains(" access: ") && (l.contains("stream ended") || l.contains(" request "))
+    };
+    let err = wait_log(sc, "access lines", is_access, n).await;
+    let access = err
+        .lines()
+        .filter(|l| is_access(l))
+        .map(|l| text_fields(&strip_ansi(l)))
+        .collect();
+    (access, err)
+}
+
+/// The access line for `path`.
+fn line_for<'a>(
+    access: &'a [BTreeMap<String, String>],
+    path: &str,
+    err: &str,
+) -> &'a BTreeMap<String, String> {
+    access
+        .iter()
+        .find(|f| f.get("path").map(String::as_str) == Some(path))
+        .unwrap_or_else(|| panic!("no access line for {path}:\n{err}"))
+}
+
 /// `--log-format json`: every stderr line is one JSON object; the stream-end line carries
 /// method, path, status, kind, duration_ms, events, bytes, heartbeats, outcome and upstream
 /// with the values the client saw; the plain request's line carries method, path, status,
@@ -1039,22 +1067,8 @@ async fn text_access_log_lines() {
         .start()
         .await;
     let w = log_workload(&sc).await;
-    let is_access = |l: &str| {
-        let l = strip_ansi(l);
-        l.contains(" access: ") && (l.contains("stream ended") || l.contains(" request "))
-    };
-    let err = wait_log(&sc, "two access lines", is_access, 2).await;
-    let access: Vec<BTreeMap<String, String>> = err
-        .lines()
-        .filter(|l| is_access(l))
-        .map(|l| text_fields(&strip_ansi(l)))
-        .collect();
-    let find = |path: &str| {
-        access
-            .iter()
-            .find(|f| f.get("path").map(String::as_str) == Some(path))
-            .unwrap_or_else(|| panic!("no access line for {path}:\n{err}"))
-    };
+    let (access, err) = text_access_lines(&sc, 2).await;
+    let find = |path: &str| line_for(&access, path, &err);
     let upstream = origin.addr().to_string();
     let want_stream = [
         ("method", "GET".to_string()),
@@ -1125,22 +1139,8 @@ async fn h2_access_log_lines_on_both_paths() {
     while r.next_data(T).await.is_some() {}
     let mut r = c.request("GET", "/json?size=10", &[], None).await;
     while r.next_data(T).await.is_some() {}
-    let is_access = |l: &str| {
-        let l = strip_ansi(l);
-        l.contains(" access: ") && (l.contains("stream ended") || l.contains(" request "))
-    };
-    let err = wait_log(&sc, "three access lines", is_access, 3).await;
-    let access: Vec<BTreeMap<String, String>> = err
-        .lines()
-        .filter(|l| is_access(l))
-        .map(|l| text_fields(&strip_ansi(l)))
-        .collect();
-    let find = |path: &str| {
-        access
-            .iter()
-            .find(|f| f.get("path").map(String::as_str) == Some(path))
-            .unwrap_or_else(|| panic!("no access line for {path}:\n{err}"))
-    };
+    let (access, err) = text_access_lines(&sc, 3).await;
+    let find = |path: &str| line_for(&access, path, &err);
     let st = find("/sse");
     for (k, v) in [
         ("status", "200"),

@@ -30,6 +30,17 @@ use pingora_proxy::{FailToProxy, HttpProxy, ProxyHttp, Session};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// A request the sidecar answers itself, without the app's proxy path.
+#[derive(Clone, Copy)]
+enum TakeOver {
+    /// `Max-Forwards: 0` on TRACE or OPTIONS: this hop is the final recipient.
+    FinalRecipient,
+    /// The probe stream (`probe.*`).
+    Probe,
+    /// An SSE candidate: the session relay owns the whole exchange.
+    Relay,
+}
+
 pub(crate) struct SidecarProxy {
     pub(crate) shared: Arc<Shared>,
 }
@@ -66,13 +77,13 @@ impl ProxyHttp for SidecarProxy {
         }
     }
 
-    /// What the sidecar answers itself ([`SidecarProxy::take_over`]) is taken over here;
+    /// What the sidecar answers itself ([`SidecarProxy::takes_over`]) is answered here;
     /// everything else continues down pingora's normal path.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        if !self.takes_over(session.req_header()) {
+        let Some(what) = self.takes_over(session.req_header()) else {
             return Ok(false);
-        }
-        self.take_over(session, ctx).await;
+        };
+        self.take_over(what, session, ctx).await;
         Ok(true)
     }
 
@@ -148,42 +159,48 @@ impl ProxyHttp for SidecarProxy {
 }
 
 impl SidecarProxy {
-    /// Whether the sidecar answers this request itself: a `Max-Forwards: 0` on TRACE or
-    /// OPTIONS (this hop is its final recipient), the probe stream (`probe.*`), an SSE
-    /// candidate (the session relay owns the whole exchange).
-    fn takes_over(&self, req: &RequestHeader) -> bool {
-        upstream_request::answers_itself(req)
-            || probe_stream::is_probe(&self.shared, req)
-            || is_candidate(&self.shared, req)
+    /// Whether the sidecar answers this request itself, and how.
+    fn takes_over(&self, req: &RequestHeader) -> Option<TakeOver> {
+        if upstream_request::answers_itself(req) {
+            Some(TakeOver::FinalRecipient)
+        } else if probe_stream::is_probe(&self.shared, req) {
+            Some(TakeOver::Probe)
+        } else if is_candidate(&self.shared, req) {
+            Some(TakeOver::Relay)
+        } else {
+            None
+        }
     }
 
-    /// Answers a request [`SidecarProxy::takes_over`]: from pingora's `request_filter` for
-    /// HTTP/1, from [`SidecarApp`] for h2.
-    async fn take_over(&self, session: &mut ServerSession, ctx: &mut Ctx) {
-        if upstream_request::answers_itself(session.req_header()) {
-            let answer = Answer::final_recipient(session.req_header());
-            ctx.status = answer.head.status.as_u16();
-            let mut client = PingoraClient::new(session);
-            let _ = Box::pin(respond::answer(&mut client, answer)).await;
-            return;
+    /// Answers a request the sidecar [`SidecarProxy::takes_over`]: from pingora's
+    /// `request_filter` for HTTP/1, from [`SidecarApp`] for h2.
+    async fn take_over(&self, what: TakeOver, session: &mut ServerSession, ctx: &mut Ctx) {
+        match what {
+            TakeOver::FinalRecipient => {
+                let answer = Answer::final_recipient(session.req_header());
+                ctx.status = answer.head.status.as_u16();
+                let mut client = PingoraClient::new(session);
+                let _ = Box::pin(respond::answer(&mut client, answer)).await;
+            }
+            TakeOver::Probe => {
+                let req = session.req_header().clone();
+                session.set_write_timeout(Some(self.shared.config.timeouts.sse_write));
+                let mut client = PingoraClient::new(session);
+                // Boxed, like every step around a relayed stream: this future lives as long
+                // as the stream and is as large as its largest state (see session_relay::run).
+                let served = Box::pin(probe_stream::serve(&self.shared, &mut client, &req)).await;
+                ctx.status = served.status;
+                ctx.error = served.error;
+            }
+            TakeOver::Relay => {
+                let answered = session_relay::run(&self.shared, session, ctx.started).await;
+                ctx.status = answered.status;
+                ctx.kind = answered.kind.unwrap_or(Kind::Other);
+                ctx.error = answered.error;
+                ctx.stream = answered.stream;
+                ctx.replayed = answered.replayed;
+            }
         }
-        if probe_stream::is_probe(&self.shared, session.req_header()) {
-            let req = session.req_header().clone();
-            session.set_write_timeout(Some(self.shared.config.timeouts.sse_write));
-            let mut client = PingoraClient::new(session);
-            // Boxed, like every step around a relayed stream: this future lives as long as the
-            // stream and is as large as its largest state (see session_relay::run).
-            let served = Box::pin(probe_stream::serve(&self.shared, &mut client, &req)).await;
-            ctx.status = served.status;
-            ctx.error = served.error;
-            return;
-        }
-        let answered = session_relay::run(&self.shared, session, ctx.started).await;
-        ctx.status = answered.status;
-        ctx.kind = answered.kind.unwrap_or(Kind::Other);
-        ctx.error = answered.error;
-        ctx.stream = answered.stream;
-        ctx.replayed = answered.replayed;
     }
 
     /// The request's access log line and counters.
@@ -225,16 +242,19 @@ impl HttpServerApp for SidecarApp {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        // An h2 request's head is read before the app sees it. CONNECT is left to pingora,
-        // which refuses it.
-        let direct = session.is_http2()
-            && session.req_header().method != http::Method::CONNECT
-            && self.sidecar.takes_over(session.req_header());
-        if !direct {
+        // An h2 request's head is read before the app sees it; an HTTP/1 session has not read
+        // its request yet, so is_http2() must come first. CONNECT is left to pingora, which
+        // refuses it.
+        let direct = if session.is_http2() && session.req_header().method != http::Method::CONNECT {
+            self.sidecar.takes_over(session.req_header())
+        } else {
+            None
+        };
+        let Some(what) = direct else {
             return self.proxy.process_new_http(session, shutdown).await;
-        }
+        };
         let mut ctx = self.sidecar.new_ctx();
-        self.sidecar.take_over(&mut session, &mut ctx).await;
+        self.sidecar.take_over(what, &mut session, &mut ctx).await;
         self.sidecar.log(&session, None, &ctx);
         // END_STREAM if the answer has not sent it (an RST_STREAM if it wrote no head).
         let _ = session.finish().await;

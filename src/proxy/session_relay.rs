@@ -1,9 +1,11 @@
 //! The session relay: SSE candidates over h2 or TLS (and every candidate when the app speaks
-//! https), taken over in pingora's `request_filter` and relayed from pingora's client session;
-//! the app is reached as the lean relay reaches it (its exchange and body decoder) when it
-//! speaks plain HTTP/1.1, through pingora's connector when it speaks https. pingora's proxy filters cannot write to the client while the app is silent
-//! (heartbeats), notice the client leaving at once, or close at an event boundary on drain,
-//! because they only run when the app's bytes arrive (DESIGN §3); owning the exchange can.
+//! https), relayed from pingora's client session (taken over in pingora's `request_filter`
+//! for HTTP/1, before pingora's proxy for h2: see `SidecarApp`). The app is reached as the lean
+//! relay reaches it (its exchange and body decoder) when it speaks plain HTTP/1.1, through
+//! pingora's connector when it speaks https. pingora's proxy filters cannot write to the
+//! client while the app is silent (heartbeats), notice the client leaving at once, or close at
+//! an event boundary on drain, because they only run when the app's bytes arrive (DESIGN §3);
+//! owning the exchange can.
 //!
 //! Flow: build the app's request → connect (one retry on a stale pooled connection) → read
 //! the response head → a stream goes to [`crate::proxy::stream::run`], anything else is
@@ -13,7 +15,6 @@ use crate::metrics::{Kind, Outcome};
 use crate::proxy::answers::Answer;
 use crate::proxy::candidate;
 use crate::proxy::headers;
-use crate::proxy::http1::chunked::ChunkHead;
 use crate::proxy::http1::socket::write_all;
 use crate::proxy::lean::app::LeanApp;
 use crate::proxy::lean::exchange::{self, ExchangeError};
@@ -29,7 +30,6 @@ use pingora_core::protocols::http::client::HttpSession as AppSession;
 use pingora_core::protocols::http::server::Session as ClientSession;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
-use std::borrow::BorrowMut;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -92,7 +92,7 @@ pub(crate) async fn run(
         return Box::pin(resumed(shared, session, started, entry, attached)).await;
     }
     let exchanged = if shared.config.upstream.tls {
-        Box::pin(exchange(shared, session, &req)).await
+        Box::pin(exchange(shared, session, req)).await
     } else {
         Box::pin(exchange_plain(shared, session, req)).await
     };
@@ -131,13 +131,10 @@ pub(crate) async fn run(
         };
     }
 
-    // The idle timeout is enforced by the stream loop, measured from the last read: pingora's
-    // per-read timeout would restart whenever a heartbeat wakes the loop.
     app.no_read_timeout();
     let opened = resume_relay::open(shared, session.req_header(), &head);
-    let ds = &mut *session;
-    ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
-    let mut client = PingoraClient::new(ds);
+    session.set_write_timeout(Some(shared.config.timeouts.sse_write));
+    let mut client = PingoraClient::new(session);
     // A resumable stream: a producer reads the app into the stream's log, and this
     // connection is its first consumer.
     if let Some((entry, first)) = opened {
@@ -199,11 +196,10 @@ async fn resumed(
     attached: Attached,
 ) -> Answered {
     let status = entry.head.status.as_u16();
-    let ds = &mut *session;
     // The resuming request's body (a POST resumed by a POST) is not for the app.
     let timeout = shared.config.timeouts.read;
     let discarded = tokio::time::timeout(timeout, async {
-        while let Some(_chunk) = ds.read_request_body().await? {}
+        while let Some(_chunk) = session.read_request_body().await? {}
         Ok::<(), Box<Error>>(())
     })
     .await;
@@ -211,8 +207,8 @@ async fn resumed(
         Ok(Ok(())) => Ok(()),
         _ => Err(WriteError::Closed),
     };
-    ds.set_write_timeout(Some(shared.config.timeouts.sse_write));
-    let mut client = PingoraClient::new(ds);
+    session.set_write_timeout(Some(shared.config.timeouts.sse_write));
+    let mut client = PingoraClient::new(session);
     let ended =
         resume_relay::serve_client(shared, &mut client, &entry, &attached, started, ready).await;
     finish_stream(session, status, ended, Some(attached.replayed))
@@ -301,10 +297,24 @@ impl App {
 impl AppBody for App {
     async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         match self {
-            App::Pingora(app) => PingoraApp(&mut **app).next().await,
+            App::Pingora(app) => app
+                .read_response_body()
+                .await
+                .map_err(|e| UpstreamError::from_pingora(&e)),
             App::Lean(app) => app.next().await,
         }
     }
+}
+
+/// How a request body goes to the app: as it came with a `Content-Length`, else chunked (the
+/// client's own framing, if any, is a hop-by-hop matter and was removed). Returns whether it
+/// is chunked.
+fn frame_body(req: &mut RequestHeader, has_body: bool) -> bool {
+    let chunked = has_body && !req.headers.contains_key(http::header::CONTENT_LENGTH);
+    if chunked {
+        let _ = req.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    }
+    chunked
 }
 
 /// With a plain app: connects, sends the request and its body (re-framed: as it came with a
@@ -314,11 +324,8 @@ async fn exchange_plain(
     session: &mut ClientSession,
     mut req: RequestHeader,
 ) -> Result<(ResponseHeader, App), Failed> {
-    let ds = &mut *session;
-    let chunked = !ds.is_body_empty() && !req.headers.contains_key(http::header::CONTENT_LENGTH);
-    if chunked {
-        let _ = req.insert_header(http::header::TRANSFER_ENCODING, "chunked");
-    }
+    let has_body = !session.is_body_empty();
+    let chunked = frame_body(&mut req, has_body);
     let method_head = req.method == http::Method::HEAD;
     let app = exchange::send_head(shared, &req)
         .await
@@ -330,21 +337,14 @@ async fn exchange_plain(
         })?;
     let timeout = shared.config.timeouts.read;
     let to_app = |e: std::io::Error| Failed::App(UpstreamError::from_io(&e, Phase::SendBody));
-    if !ds.is_body_empty() {
-        while let Some(chunk) = ds.read_request_body().await.map_err(Failed::Client)? {
-            if chunk.is_empty() {
-                continue;
-            }
-            if chunked {
-                let head = ChunkHead::new(chunk.len());
-                write_all(&app, &[head.as_bytes(), &chunk, b"\r\n"], timeout).await
-            } else {
-                write_all(&app, &[&chunk], timeout).await
-            }
-            .map_err(to_app)?;
+    if has_body {
+        while let Some(piece) = session.read_request_body().await.map_err(Failed::Client)? {
+            exchange::send_body_piece(&app, chunked, &piece, timeout)
+                .await
+                .map_err(to_app)?;
         }
         if chunked {
-            write_all(&app, &[b"0\r\n\r\n"], timeout)
+            write_all(&app, &[exchange::LAST_CHUNK], timeout)
                 .await
                 .map_err(to_app)?;
         }
@@ -360,23 +360,16 @@ async fn exchange_plain(
 async fn exchange(
     shared: &Shared,
     session: &mut ClientSession,
-    req: &RequestHeader,
+    mut req: RequestHeader,
 ) -> Result<(ResponseHeader, App), Failed> {
-    let ds = &mut *session;
-    let has_body = !ds.is_body_empty();
-    let mut req = req.clone();
-    if has_body
-        && !req.headers.contains_key(http::header::CONTENT_LENGTH)
-        && !req.headers.contains_key(http::header::TRANSFER_ENCODING)
-    {
-        let _ = req.insert_header(http::header::TRANSFER_ENCODING, "chunked");
-    }
+    let has_body = !session.is_body_empty();
+    frame_body(&mut req, has_body);
     // Read the start of the body first, so a stale pooled connection can be retried.
     let mut buffered: Vec<Bytes> = Vec::new();
     let mut size = 0;
     let mut body_done = !has_body;
     while !body_done && size < RETRY_BUFFER {
-        match ds.read_request_body().await.map_err(Failed::Client)? {
+        match session.read_request_body().await.map_err(Failed::Client)? {
             Some(chunk) => {
                 size += chunk.len();
                 buffered.push(chunk);
@@ -394,7 +387,7 @@ async fn exchange(
             .map_err(app_failed)?;
         app.set_read_timeout(Some(shared.config.timeouts.read));
         app.set_write_timeout(Some(shared.config.timeouts.read));
-        match send(&mut app, ds, &req, &buffered, body_done).await {
+        match send(&mut app, session, &req, &buffered, body_done).await {
             Ok(()) => {
                 let Some(head) = app.response_header().cloned() else {
                     let e = UpstreamError::new(Failure::InvalidResponse, "no response header");
@@ -539,18 +532,5 @@ impl Client for PingoraClient<'_> {
 
     async fn abort(&mut self) {
         self.session.shutdown().await;
-    }
-}
-
-/// A pingora upstream session (owned, or borrowed) as the app side.
-struct PingoraApp<S>(S);
-
-impl<S: BorrowMut<AppSession> + Send> AppBody for PingoraApp<S> {
-    async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        self.0
-            .borrow_mut()
-            .read_response_body()
-            .await
-            .map_err(|e| UpstreamError::from_pingora(&e))
     }
 }

@@ -174,3 +174,14 @@ pub fn show(bytes: &[u8]) -> String {
     }
     s
 }
+
+/// The values of header `name` (case-insensitive) in a recorded list of (name, value) pairs.
+pub fn header_values<'a, 'n>(
+    headers: &'a [(String, String)],
+    name: &'n str,
+) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+    headers
+        .iter()
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}

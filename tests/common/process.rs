@@ -126,25 +126,40 @@ pub fn open_fds(pid: i32) -> usize {
         .count()
 }
 
-/// Raises this process's soft `RLIMIT_NOFILE` to at least `want` (up to the hard limit); the
-/// processes it spawns afterwards inherit it. Panics if the hard limit is too low.
-pub fn raise_nofile(want: u64) {
+/// The size of `pid`'s descriptor table (`FDSize` in /proc/<pid>/status).
+pub fn fd_table(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("FDSize in /proc/<pid>/status")
+}
+
+/// This process's `RLIMIT_NOFILE` (the processes it spawns inherit it).
+pub fn nofile() -> libc::rlimit {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if lim.rlim_cur < want {
-            assert!(
-                lim.rlim_max >= want,
-                "RLIMIT_NOFILE hard limit {} is below the {want} this test needs",
-                lim.rlim_max
-            );
-            lim.rlim_cur = lim.rlim_max;
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        }
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    lim
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to at least `want` (up to the hard limit); the
+/// processes it spawns afterwards inherit it. Panics if the hard limit is too low.
+pub fn raise_nofile(want: u64) {
+    let mut lim = nofile();
+    if lim.rlim_cur < want {
+        assert!(
+            lim.rlim_max >= want,
+            "RLIMIT_NOFILE hard limit {} is below the {want} this test needs",
+            lim.rlim_max
+        );
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit with a valid pointer to a local struct.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
     }
 }
 

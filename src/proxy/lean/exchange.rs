@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::io;
 use std::net::IpAddr;
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// Why the exchange ended before the app's head was read.
@@ -221,26 +222,47 @@ pub(crate) async fn forward_request_body(
                 continue;
             };
             for p in pieces {
-                let head = ChunkHead::new(p.len());
-                write_all(app, &[head.as_bytes(), &p, b"\r\n"], timeout)
+                send_body_piece(app, true, &p, timeout)
                     .await
                     .map_err(to_app)?;
             }
             if decoder.is_done() {
-                return write_all(app, &[b"0\r\n\r\n"], timeout)
-                    .await
-                    .map_err(to_app);
+                return write_all(app, &[LAST_CHUNK], timeout).await.map_err(to_app);
             }
         } else {
             let take = (left as usize).min(buffered.len());
             let piece = buffered.split_to(take);
             if let Some(app) = app {
-                write_all(app, &[&piece], timeout).await.map_err(to_app)?;
+                send_body_piece(app, false, &piece, timeout)
+                    .await
+                    .map_err(to_app)?;
             }
             left -= take as u64;
             if left == 0 {
                 return Ok(());
             }
         }
+    }
+}
+
+/// The last chunk of a chunked request body (no trailers).
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Writes one piece of a request body to the app: as it is, or framed as one chunk. An empty
+/// piece writes nothing (as a chunk it would end the body).
+pub(crate) async fn send_body_piece(
+    app: &TcpStream,
+    chunked: bool,
+    piece: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
+    if piece.is_empty() {
+        return Ok(());
+    }
+    if chunked {
+        let head = ChunkHead::new(piece.len());
+        write_all(app, &[head.as_bytes(), piece, b"\r\n"], timeout).await
+    } else {
+        write_all(app, &[piece], timeout).await
     }
 }

@@ -57,19 +57,12 @@ impl std::fmt::Debug for RequestRecord {
 impl RequestRecord {
     /// First value of a header (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::common::header_values(&self.headers, name).next()
     }
 
     /// All values of a header.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        crate::common::header_values(&self.headers, name).collect()
     }
 
     pub fn has_header(&self, name: &str) -> bool {
