@@ -17,18 +17,21 @@ use crate::proxy::answers::Answer;
 use crate::proxy::candidate::is_candidate;
 use crate::proxy::h2_guard::stream::Guarded;
 use crate::proxy::http1::request::{parse_request, Request};
+use crate::proxy::lean::conn::ClientConn;
 use crate::proxy::lean::workers::Workers;
 use crate::proxy::shared::Shared;
 use crate::proxy::tls_accept::{HandshakeError, TlsAccept};
+use crate::proxy::tls_conn::{alpn, TlsConn, TlsIo};
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora_core::apps::ServerApp;
 use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{Ssl, Stream, ALPN};
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// Largest request head accepted; larger heads get `431`.
@@ -73,8 +76,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // Only plain TCP can be rewound; a TLS connection back for its next HTTP/1 request
-        // goes straight through (pingora's own per-read timeout and 1 MiB cap still apply).
+        // A TLS connection pingora answered, back for its next request.
+        if stream.as_any().is::<TlsIo>() {
+            let Ok(io) = stream.into_any().downcast::<TlsIo>() else {
+                return None;
+            };
+            let (conn, rest) = io.into_parts();
+            return self.route_tls(conn, rest, false, shutdown).await;
+        }
         if !stream.as_any().is::<L4Stream>() {
             return self.h1.process_new(stream, shutdown).await;
         }
@@ -90,22 +99,25 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
         // connection (it awaits pingora's app below), and an inline read_head (its 2 KiB read
         // chunk) would make every connection, TLS ones included, carry ~3.8 KiB instead of a
         // few hundred bytes.
-        match Box::pin(read_head(&mut tcp, self.timeout)).await {
+        let fresh = {
+            use std::os::fd::AsRawFd;
+            pingora_core::protocols::l4::ext::get_tcp_info(tcp.as_raw_fd())
+                .is_ok_and(|i| i.tcpi_bytes_received == 0)
+        };
+        let head = Box::pin(read_head(
+            &mut *tcp,
+            HeadReader::default(),
+            self.timeout,
+            fresh,
+        ))
+        .await;
+        match head {
             Head::Complete(bytes) => {
                 if let Some(req) = self.lean_candidate(&bytes).map(Box::new) {
                     // The stream leaves pingora's connection task (and its buffers) for a
                     // lean task of its own; pingora's copy of the socket is closed on return.
                     if let Ok(sock) = detach(&tcp) {
-                        let this = self.clone();
-                        let shutdown = shutdown.clone();
-                        self.workers.spawn(move |open| async move {
-                            let _open = open;
-                            // Registered with the worker's own event loop.
-                            let Ok(sock) = tokio::net::TcpStream::from_std(sock) else {
-                                return;
-                            };
-                            this.serve_lean(sock, req, bytes, shutdown).await
-                        });
+                        self.spawn_lean(Leaving::Plain(sock), req, bytes, shutdown);
                         return None;
                     }
                 }
@@ -118,19 +130,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
                     .process_new(Box::new(Guarded::new(tcp)), shutdown)
                     .await
             }
-            Head::Invalid(why) => {
-                Box::pin(reject(&mut tcp, 400, &why)).await;
+            refused => {
+                Box::pin(refuse(&mut *tcp, refused)).await;
                 None
             }
-            Head::TooLarge => {
-                Box::pin(reject(&mut tcp, 431, "request header over 64 KiB")).await;
-                None
-            }
-            Head::TimedOut => {
-                Box::pin(reject(&mut tcp, 408, "request header not received in time")).await;
-                None
-            }
-            Head::Closed => None,
         }
     }
 
@@ -140,9 +143,30 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
     }
 }
 
+/// A connection on its way from pingora to the lean relay, not yet registered with the
+/// runtime of the worker that will serve it.
+enum Leaving {
+    Plain(std::net::TcpStream),
+    Tls(Box<TlsConn>),
+}
+
+impl Leaving {
+    /// The connection, registered with this thread's runtime.
+    fn arrive(self) -> std::io::Result<ClientConn> {
+        match self {
+            Leaving::Plain(sock) => tokio::net::TcpStream::from_std(sock).map(ClientConn::Plain),
+            Leaving::Tls(mut tls) => {
+                tls.get_mut().0.rehome()?;
+                Ok(ClientConn::Tls(tls))
+            }
+        }
+    }
+}
+
 impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
-    /// The TLS handshake ([`TlsAccept::handshake`]); then the connection goes to pingora,
-    /// which picks h2 or HTTP/1 by ALPN as on its own TLS listeners.
+    /// The TLS handshake ([`TlsAccept::handshake`]) on a socket of our own; then an h2
+    /// connection goes to pingora, and an HTTP/1 one is routed request by request
+    /// ([`HeadGuard::route_tls`]).
     async fn accept_tls(
         self: &Arc<Self>,
         tls: &TlsAccept,
@@ -150,8 +174,16 @@ impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
         tcp: L4Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let tls = match Box::pin(tls.handshake(acceptor, tcp)).await {
-            Ok(tls) => tls,
+        let sock = match detach(&tcp) {
+            Ok(sock) => sock,
+            Err(e) => {
+                tracing::debug!("TLS connection lost before its handshake: {e}");
+                return None;
+            }
+        };
+        drop(tcp);
+        let conn = match Box::pin(tls.handshake(acceptor, sock)).await {
+            Ok(conn) => conn,
             Err(e @ HandshakeError::TimedOut(_)) => {
                 tracing::info!(target: "access", error = %e, "connection closed");
                 return None;
@@ -161,12 +193,50 @@ impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
                 return None;
             }
         };
-        let stream: Stream = if tls.selected_alpn_proto() == Some(ALPN::H2) {
-            Box::new(Guarded::new(Box::new(tls)))
-        } else {
-            Box::new(tls)
+        if alpn(&conn) == Some(ALPN::H2) {
+            let io = TlsIo::new(conn, Bytes::new()).ok()?;
+            return self
+                .h1
+                .process_new(Box::new(Guarded::new(Box::new(io))), shutdown)
+                .await;
+        }
+        self.route_tls(conn, Bytes::new(), true, shutdown).await
+    }
+
+    /// The next request on a TLS HTTP/1 connection (`rest`: its bytes already read), guarded
+    /// as on plain TCP: a lean candidate leaves pingora for the lean relay, anything else goes
+    /// to pingora's HTTP/1 app with its head handed back ([`TlsIo`]).
+    async fn route_tls(
+        self: &Arc<Self>,
+        mut conn: Box<TlsConn>,
+        rest: Bytes,
+        first: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut reader = HeadReader::default();
+        let head = match reader.push(&rest) {
+            Some(head) => head,
+            None => Box::pin(read_head(&mut *conn, reader, self.timeout, first)).await,
         };
-        self.h1.process_new(stream, shutdown).await
+        match head {
+            Head::Complete(bytes) => {
+                if let Some(req) = self.lean_candidate(&bytes).map(Box::new) {
+                    self.spawn_lean(Leaving::Tls(conn), req, bytes, shutdown);
+                    return None;
+                }
+                let io = TlsIo::new(conn, Bytes::from(bytes)).ok()?;
+                self.h1.process_new(Box::new(io), shutdown).await
+            }
+            Head::H2c(_) => {
+                let why = "HTTP/2 over TLS is chosen by ALPN (h2), not by the preface";
+                Box::pin(refuse(&mut *conn, Head::Invalid(why.into()))).await;
+                None
+            }
+            refused => {
+                Box::pin(refuse(&mut *conn, refused)).await;
+                None
+            }
+        }
     }
 
     /// A request the lean relay takes: an SSE candidate over HTTP/1 to a plain-HTTP app.
@@ -180,24 +250,49 @@ impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
         is_candidate(&self.shared, &req.header).then_some(req)
     }
 
+    /// Starts a lean task for `conn`'s request on the least-loaded worker.
+    fn spawn_lean(
+        self: &Arc<Self>,
+        conn: Leaving,
+        req: Box<Request>,
+        head: Vec<u8>,
+        shutdown: &ShutdownWatch,
+    ) {
+        let this = self.clone();
+        let shutdown = shutdown.clone();
+        self.workers.spawn(move |open| async move {
+            let _open = open;
+            // Registered with the worker's own event loop.
+            let Ok(conn) = conn.arrive() else {
+                return;
+            };
+            this.serve_lean(conn, req, head, shutdown).await
+        });
+    }
+
     async fn serve_lean(
         self: Arc<Self>,
-        sock: tokio::net::TcpStream,
+        conn: ClientConn,
         req: Box<Request>,
         head: Vec<u8>,
         shutdown: ShutdownWatch,
     ) {
-        let rest = bytes::Bytes::copy_from_slice(&head[req.head_len..]);
+        let rest = Bytes::copy_from_slice(&head[req.head_len..]);
         drop(head);
-        let Some((sock, rest)) =
-            crate::proxy::lean::serve::serve(&self.shared, sock, req, rest).await
+        let Some((conn, rest)) =
+            crate::proxy::lean::serve::serve(&self.shared, conn, req, rest).await
         else {
             return;
         };
         // Kept alive: the next request on this connection is routed like a new one.
-        let mut stream = L4Stream::from(sock);
-        stream.rewind(&rest);
-        let mut next: Option<Stream> = Some(Box::new(stream));
+        let mut next = match conn {
+            ClientConn::Plain(sock) => {
+                let mut stream = L4Stream::from(sock);
+                stream.rewind(&rest);
+                Some(Box::new(stream) as Stream)
+            }
+            ClientConn::Tls(tls) => self.route_tls(tls, rest, false, &shutdown).await,
+        };
         while let Some(s) = next {
             next = self.process_new(s, &shutdown).await;
         }
@@ -214,21 +309,26 @@ fn detach(tcp: &L4Stream) -> std::io::Result<std::net::TcpStream> {
     Ok(sock)
 }
 
-async fn read_head(tcp: &mut L4Stream, timeout: Duration) -> Head {
-    let mut head = HeadReader::default();
+/// Reads a request head from `io` into `head` (which may hold bytes already read). On a
+/// kept-alive connection the clock starts at the first byte of the next request: idle
+/// keep-alive is not a slowloris. A `fresh` connection (the client has sent nothing on it yet)
+/// gets the header timeout from the start: a silent socket held for the idle limit is the
+/// cheapest slowloris there is.
+async fn read_head<R: AsyncRead + Unpin>(
+    io: &mut R,
+    mut head: HeadReader,
+    timeout: Duration,
+    fresh: bool,
+) -> Head {
     let mut chunk = [0u8; 2048];
-    // On a kept-alive connection the clock starts at the first byte of the next request: idle
-    // keep-alive is not a slowloris. A fresh connection (the kernel has received nothing on
-    // it yet) gets the header timeout from the start: a silent socket held for the idle limit
-    // is the cheapest slowloris there is.
-    let fresh = {
-        use std::os::fd::AsRawFd;
-        pingora_core::protocols::l4::ext::get_tcp_info(tcp.as_raw_fd())
-            .is_ok_and(|i| i.tcpi_bytes_received == 0)
-    };
-    let mut deadline = Instant::now() + if fresh { timeout } else { KEEPALIVE_IDLE };
+    let mut deadline = Instant::now()
+        + if fresh || !head.is_empty() {
+            timeout
+        } else {
+            KEEPALIVE_IDLE
+        };
     loop {
-        let n = match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
+        let n = match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
             Err(_) if head.is_empty() => return Head::Closed,
             Err(_) => return Head::TimedOut,
             Ok(Err(_)) | Ok(Ok(0)) => return Head::Closed,
@@ -347,15 +447,22 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
     })
 }
 
-async fn reject(tcp: &mut L4Stream, status: u16, why: &str) {
-    let wire = Answer::plain(status, Some(why)).h1_wire();
+/// Answers a head that will not be relayed: `400`, `408` or `431`, then closes.
+async fn refuse<W: AsyncWrite + Unpin>(io: &mut W, head: Head) {
+    let (status, why) = match head {
+        Head::Invalid(why) => (400, why),
+        Head::TooLarge => (431, "request header over 64 KiB".into()),
+        Head::TimedOut => (408, "request header not received in time".into()),
+        Head::Complete(_) | Head::H2c(_) | Head::Closed => return,
+    };
+    let wire = Answer::plain(status, Some(&why)).h1_wire();
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = tcp.write_all(&wire).await;
-        let _ = tcp.flush().await;
-        let _ = tcp.shutdown().await;
+        let _ = io.write_all(&wire).await;
+        let _ = io.flush().await;
+        let _ = io.shutdown().await;
     })
     .await;
-    tracing::info!(target: "access", status, error = why, "request rejected");
+    tracing::info!(target: "access", status, error = %why, "request rejected");
 }
 
 #[cfg(test)]

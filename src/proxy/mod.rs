@@ -6,9 +6,11 @@
 //!   [`h2_guard`], which closes frame floods.
 //! - [`candidate`]: which requests are SSE candidates, and [`learned_routes`], the routes
 //!   learned from event streams met on pingora's normal path (`sse.learn`).
-//! - [`lean`]: SSE candidates over plain HTTP/1, on raw sockets and per-core event loops.
-//! - [`service`]: pingora's `ProxyHttp` hooks; SSE candidates over h2/TLS go to
-//!   [`session_relay`], everything else down pingora's normal path.
+//! - [`lean`]: SSE candidates over HTTP/1 (plain TCP or TLS), on connections of our own and
+//!   per-core event loops.
+//! - [`service`]: pingora's `ProxyHttp` hooks; SSE candidates over h2 (and on an HTTP/1
+//!   connection pingora answered before) go to [`session_relay`], everything else down
+//!   pingora's normal path.
 //! - [`stream`]: a stream once its head is written, for both relays, and the answers that are
 //!   not streams.
 //! - [`http1`]: HTTP/1.1 on raw sockets for the lean relay.
@@ -17,7 +19,8 @@
 //! - [`probe_stream`]: the diagnostic stream `sse-sidecar probe` reads (`probe.*`), served
 //!   by the sidecar itself.
 //! - [`resume`]: resumable streams, which outlive their client's connection.
-//! - [`tls_accept`]: TLS handshakes for the TLS listeners, bounded and off pingora's runtime.
+//! - [`tls_accept`]: TLS handshakes for the TLS listeners, bounded and off pingora's runtime;
+//!   [`tls_conn`]: the TLS connection they give, which moves to the runtime that serves it.
 //! - [`shared`], [`drain`], [`trim`], [`access_log`]: process-wide state and services.
 
 pub(crate) mod access_log;
@@ -37,6 +40,7 @@ pub(crate) mod session_relay;
 pub(crate) mod shared;
 pub(crate) mod stream;
 pub(crate) mod tls_accept;
+pub(crate) mod tls_conn;
 pub(crate) mod trim;
 pub(crate) mod upstream_error;
 pub(crate) mod upstream_request;

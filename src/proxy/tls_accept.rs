@@ -8,9 +8,9 @@
 //! runtime threads (half the proxy's threads, at least one), so the established streams keep
 //! their cores and the kernel's scheduler shares the rest.
 
+use crate::proxy::tls_conn::{Sock, TlsConn};
 use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::tls::TlsStream;
 use pingora_core::protocols::GetSocketDigest;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,16 +80,19 @@ impl TlsAccept {
             .map(|i| self.listeners[i].1.clone())
     }
 
-    /// The handshake on the handshake runtime, within the timeout.
+    /// The handshake on the handshake runtime, within the timeout, with the listener's
+    /// rustls configuration (certificate, ALPN h2 and http/1.1). The connection comes back
+    /// registered with the handshake runtime: [`Sock::rehome`] it where it is served.
     pub(crate) async fn handshake(
         &self,
         acceptor: Arc<Acceptor>,
-        tcp: L4Stream,
-    ) -> Result<TlsStream<L4Stream>, HandshakeError> {
+        tcp: std::net::TcpStream,
+    ) -> Result<Box<TlsConn>, HandshakeError> {
         let timeout = self.timeout;
         let task = self.runtime.spawn(async move {
-            match tokio::time::timeout(timeout, acceptor.tls_handshake(tcp)).await {
-                Ok(Ok(tls)) => Ok(tls),
+            let sock = Sock::new(tcp).map_err(|e| HandshakeError::Failed(e.to_string()))?;
+            match tokio::time::timeout(timeout, acceptor.acceptor.accept(sock)).await {
+                Ok(Ok(tls)) => Ok(Box::new(tls)),
                 Ok(Err(e)) => Err(HandshakeError::Failed(e.to_string())),
                 Err(_) => Err(HandshakeError::TimedOut(timeout)),
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::now_ns;
 
@@ -116,9 +117,39 @@ pub enum Piece {
     Timeout,
 }
 
-/// A TCP connection to a server.
+/// What a [`Conn`] talks over.
+pub enum Wire {
+    Tcp(TcpStream),
+    /// HTTP/1.1 over TLS (see `common::tls::tls_connect`).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Wire {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Wire::Tcp(s) => s.write_all(bytes).await,
+            Wire::Tls(s) => s.write_all(bytes).await,
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Wire::Tcp(s) => s.read(buf).await,
+            Wire::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Wire::Tcp(s) => s,
+            Wire::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+/// A connection to a server: TCP, or TLS over TCP.
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Wire,
     buf: Vec<u8>,
     last_read_ns: u64,
 }
@@ -138,6 +169,16 @@ impl Conn {
     /// A client on a socket the test connected itself (options set before connecting).
     pub fn from_stream(stream: TcpStream) -> Conn {
         let _ = stream.set_nodelay(true);
+        Conn::over(Wire::Tcp(stream))
+    }
+
+    /// A client on a TLS connection the test made.
+    pub fn over_tls(stream: TlsStream<TcpStream>) -> Conn {
+        let _ = stream.get_ref().0.set_nodelay(true);
+        Conn::over(Wire::Tls(Box::new(stream)))
+    }
+
+    fn over(stream: Wire) -> Conn {
         Conn {
             stream,
             buf: Vec::new(),
@@ -240,7 +281,7 @@ impl Conn {
 
     /// Closes with an RST (SO_LINGER 0).
     pub fn close_rst(self) {
-        self.stream.set_zero_linger().unwrap();
+        self.stream.tcp().set_zero_linger().unwrap();
         drop(self.stream);
     }
 }

@@ -1,20 +1,19 @@
-//! The client's side of a lean stream: its raw socket, and how the body written to it is
+//! The client's side of a lean stream: its connection, and how the body written to it is
 //! delimited, as a [`Client`].
 
+use super::conn::ClientConn;
 use crate::proxy::http1::chunked::{body_parts, ChunkHead};
 use crate::proxy::http1::response::head_wire;
-use crate::proxy::http1::socket::write_all;
 use crate::proxy::stream::{Body, Client, WriteError};
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use std::io;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
-/// The client side on a raw socket.
+/// The client side on its own connection (a raw socket, or TLS over one).
 pub(crate) struct LeanClient<'a> {
-    sock: &'a mut TcpStream,
+    sock: &'a mut ClientConn,
     framing: Framing,
     write_timeout: Duration,
     /// Bytes from the client are its next request (finite responses), not a protocol error.
@@ -38,7 +37,7 @@ enum Framing {
 impl<'a> LeanClient<'a> {
     /// A client whose response head is still to be written.
     pub(crate) fn new(
-        sock: &'a mut TcpStream,
+        sock: &'a mut ClientConn,
         http11: bool,
         keepalive: bool,
         write_timeout: Duration,
@@ -55,7 +54,7 @@ impl<'a> LeanClient<'a> {
 
     /// The client of a stream whose head is written (one the event loop handed back).
     pub(crate) fn streaming(
-        sock: &'a mut TcpStream,
+        sock: &'a mut ClientConn,
         http11: bool,
         write_timeout: Duration,
     ) -> LeanClient<'a> {
@@ -74,7 +73,8 @@ impl<'a> LeanClient<'a> {
     }
 
     async fn write_parts(&mut self, parts: &[&[u8]]) -> Result<(), WriteError> {
-        write_all(self.sock, parts, self.write_timeout)
+        self.sock
+            .write_all(parts, self.write_timeout)
             .await
             .map_err(|e| match e.kind() {
                 io::ErrorKind::TimedOut => WriteError::Timeout,
@@ -143,7 +143,7 @@ impl Client for LeanClient<'_> {
             Framing::Length => self.write_parts(&[&last]).await,
             Framing::Close => {
                 self.write_parts(&[&last]).await?;
-                let _ = tokio::io::AsyncWriteExt::shutdown(self.sock).await;
+                self.sock.shutdown().await;
                 Ok(())
             }
         }
@@ -155,9 +155,7 @@ impl Client for LeanClient<'_> {
         let sock = &*self.sock;
         let pipelining = self.pipelining;
         std::future::poll_fn(|cx| {
-            let mut probe = [0u8; 1];
-            let mut buf = tokio::io::ReadBuf::new(&mut probe);
-            match sock.poll_peek(cx, &mut buf) {
+            match sock.poll_peek(cx) {
                 // Bytes from the client during a finite response: its next request.
                 Poll::Ready(Ok(n)) if n > 0 && pipelining => Poll::Pending,
                 // A close, a reset, or bytes where none may come: the client is done.
@@ -170,6 +168,6 @@ impl Client for LeanClient<'_> {
 
     async fn abort(&mut self) {
         // No terminating chunk: the client sees the body break off.
-        let _ = tokio::io::AsyncWriteExt::shutdown(self.sock).await;
+        self.sock.shutdown().await;
     }
 }

@@ -2,6 +2,7 @@
 //! response head. Everything before the client sees a byte of the answer.
 
 use super::app::LeanApp;
+use super::conn::ClientConn;
 use crate::proxy::http1::body::Decode;
 use crate::proxy::http1::chunked::{ChunkHead, ChunkedDecoder};
 use crate::proxy::http1::request::{ReqBody, Request};
@@ -37,7 +38,7 @@ pub(crate) struct Exchange {
 /// Connects, sends the request (and its body) and reads the response head.
 pub(crate) async fn open_exchange(
     shared: &Shared,
-    client: &mut TcpStream,
+    client: &mut ClientConn,
     req: &Request,
     buffered: &mut Bytes,
     client_ip: Option<IpAddr>,
@@ -45,7 +46,7 @@ pub(crate) async fn open_exchange(
     let cfg = &shared.config;
     let fwd = Forwarding {
         client_ip,
-        tls: false,
+        tls: client.is_tls(),
         candidate: true,
         config: cfg,
     };
@@ -60,13 +61,10 @@ pub(crate) async fn open_exchange(
     }
     let app = send_head(shared, &app_req).await?;
     if req.expect_continue && req.body != ReqBody::None {
-        write_all(
-            client,
-            &[b"HTTP/1.1 100 Continue\r\n\r\n"],
-            cfg.timeouts.read,
-        )
-        .await
-        .map_err(|_| ExchangeError::Client)?;
+        client
+            .write_all(&[b"HTTP/1.1 100 Continue\r\n\r\n"], cfg.timeouts.read)
+            .await
+            .map_err(|_| ExchangeError::Client)?;
     }
     forward_request_body(shared, client, Some(&app), req.body, buffered).await?;
     let method_head = req.header.method == http::Method::HEAD;
@@ -187,7 +185,7 @@ pub(crate) fn compact(b: Bytes) -> Bytes {
 /// which the app never sees) reads it to its end and drops it.
 pub(crate) async fn forward_request_body(
     shared: &Shared,
-    client: &mut TcpStream,
+    client: &mut ClientConn,
     app: Option<&TcpStream>,
     body: ReqBody,
     buffered: &mut Bytes,
@@ -204,7 +202,7 @@ pub(crate) async fn forward_request_body(
     loop {
         if buffered.is_empty() {
             let mut buf = BytesMut::with_capacity(16 * 1024);
-            match tokio::time::timeout(timeout, read_some(client, &mut buf, 16 * 1024)).await {
+            match tokio::time::timeout(timeout, client.read_some(&mut buf, 16 * 1024)).await {
                 Ok(Ok(n)) if n > 0 => *buffered = buf.freeze(),
                 _ => return Err(ExchangeError::Client),
             }

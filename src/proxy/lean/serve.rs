@@ -13,6 +13,7 @@
 
 use super::app::LeanApp;
 use super::client::LeanClient;
+use super::conn::ClientConn;
 use super::event_loop::{Mailbox, ParkedStream};
 use super::exchange::{compact, forward_request_body, open_exchange, Exchange, ExchangeError};
 use crate::metrics::{Kind, Outcome};
@@ -34,10 +35,10 @@ use tokio::net::TcpStream;
 /// this request when the connection can carry another request.
 pub(crate) async fn serve(
     shared: &Arc<Shared>,
-    client: TcpStream,
+    client: ClientConn,
     req: Box<Request>,
     buffered: Bytes,
-) -> Option<(TcpStream, Bytes)> {
+) -> Option<(ClientConn, Bytes)> {
     let started = Instant::now();
     let _in_flight = shared.drain.in_flight();
     let Some(_slot) = StreamSlot::take(shared) else {
@@ -90,7 +91,8 @@ pub(crate) async fn serve(
 
 /// Where a stream goes after its head is written.
 enum Next {
-    /// Stays in this task: no event loop on this thread (a test calling [`serve`] directly).
+    /// Stays in this task: a TLS client, or no event loop on this thread (a test calling
+    /// [`serve`] directly).
     Here(Box<Resumed>),
     /// Into the event loop, until it hands the stream back.
     Loop(tokio::sync::oneshot::Receiver<Box<ParkedStream>>),
@@ -101,11 +103,22 @@ enum Next {
 fn park(
     shared: &Shared,
     mailbox: &Mailbox,
-    client: TcpStream,
+    client: ClientConn,
     app: LeanApp,
     http11: bool,
     progress: Progress,
 ) -> Result<Next, Ended> {
+    // The loop writes with raw `sendmsg`: a TLS stream stays in its task.
+    let client = match client {
+        ClientConn::Plain(tcp) => tcp,
+        tls @ ClientConn::Tls(_) => {
+            return Ok(Next::Here(Box::new(Resumed {
+                client: tls,
+                app,
+                progress,
+            })))
+        }
+    };
     // Out of tokio's reactor (a socket in two epoll sets would wake both threads).
     let LeanApp { sock, dec } = app;
     match (client.into_std(), sock.into_std()) {
@@ -141,7 +154,7 @@ fn resume(
         TcpStream::from_std(parked.app),
     ) {
         (Ok(client), Ok(sock)) => Ok(Box::new(Resumed {
-            client,
+            client: ClientConn::Plain(client),
             app: LeanApp { sock, dec },
             progress: parked.progress,
         })),
@@ -151,7 +164,7 @@ fn resume(
 
 /// The rest of the stream in this task's stream loop; the client connection comes back for
 /// the caller to reuse or drop.
-async fn run_stream(shared: &Shared, r: Box<Resumed>, http11: bool) -> (Ended, Option<TcpStream>) {
+async fn run_stream(shared: &Shared, r: Box<Resumed>, http11: bool) -> (Ended, Option<ClientConn>) {
     let Resumed {
         mut client,
         mut app,
@@ -173,7 +186,7 @@ fn moved_badly(shared: &Shared, progress: Progress, e: &io::Error) -> Ended {
 
 /// A stream whose response head is written: its sockets and what its task keeps for the end.
 struct Live {
-    client: TcpStream,
+    client: ClientConn,
     app: LeanApp,
     meta: Meta,
 }
@@ -190,7 +203,7 @@ struct Meta {
 
 /// A stream ready for the stream loop: its sockets and where it stands.
 struct Resumed {
-    client: TcpStream,
+    client: ClientConn,
     app: LeanApp,
     progress: Progress,
 }
@@ -203,12 +216,12 @@ struct LogFields {
 enum Setup {
     /// Answered (an error, a pass-through, a stream that failed to start): the connection to
     /// reuse, if any.
-    Done(Option<(TcpStream, Bytes)>),
+    Done(Option<(ClientConn, Bytes)>),
     /// The response head and opening block are written: run the stream.
     Stream(Box<Live>),
 }
 
-async fn over_limit(shared: &Shared, mut sock: TcpStream, req: &Request, started: Instant) {
+async fn over_limit(shared: &Shared, mut sock: ClientConn, req: &Request, started: Instant) {
     let http11 = req.header.version == http::Version::HTTP_11;
     let mut client = LeanClient::new(&mut sock, http11, false, Duration::from_secs(5));
     let _ = respond::answer(&mut client, Answer::over_limit(shared)).await;
@@ -233,7 +246,7 @@ async fn over_limit(shared: &Shared, mut sock: TcpStream, req: &Request, started
 /// every answer that is not a stream.
 async fn setup(
     shared: &Arc<Shared>,
-    mut sock: TcpStream,
+    mut sock: ClientConn,
     req: Box<Request>,
     mut buffered: Bytes,
     started: Instant,
@@ -283,7 +296,7 @@ async fn setup(
         return Setup::Done(reuse.then_some((sock, compact(buffered))));
     }
 
-    let client_ip = sock.peer_addr().ok().map(|a| a.ip());
+    let client_ip = sock.peer_ip();
     let Exchange { head, mut app } =
         match open_exchange(shared, &mut sock, &req, &mut buffered, client_ip).await {
             Ok(ex) => ex,
@@ -386,11 +399,12 @@ mod size_tests {
         let shared = Arc::new(Shared::new(config, metrics, "127.0.0.1:9".parse().unwrap()));
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (mut b, _) = l.accept().await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        let mut b = ClientConn::Plain(b);
         let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let req = parse_request(b"GET / HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n").unwrap();
 
-        let fut = serve(&shared, a, Box::new(req), Bytes::new());
+        let fut = serve(&shared, ClientConn::Plain(a), Box::new(req), Bytes::new());
         budget(
             "serve future (the parked task)",
             std::mem::size_of_val(&fut),
@@ -413,8 +427,9 @@ mod size_tests {
         budget("gone future", std::mem::size_of_val(&client.gone()), 48);
         budget(
             "send future",
+            // 384: the plain write's future beside the pointer to the boxed TLS one.
             std::mem::size_of_val(&client.send(Bytes::new())),
-            352,
+            384,
         );
         {
             use crate::proxy::stream::AppBody;
