@@ -101,6 +101,8 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     let threads = config.threads;
     let h2_max_concurrent_streams = config.limits.h2_max_concurrent_streams;
     let shared = Arc::new(Shared::new(config, metrics, upstream_addr));
+    // Process-wide: an h2 stream's state borrows it across futures (SidecarApp::relay_h2).
+    let statics: &'static Arc<Shared> = Box::leak(Box::new(shared.clone()));
     let app = |h2c: bool| {
         let mut app = pingora_proxy::http_proxy(
             &server.configuration,
@@ -122,6 +124,7 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
             sidecar: SidecarProxy {
                 shared: shared.clone(),
             },
+            shared: statics,
         })
     };
     let mut tls_listeners = Vec::new();

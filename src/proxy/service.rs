@@ -27,6 +27,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, HttpProxy, ProxyHttp, Session};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -59,6 +60,17 @@ pub(crate) struct Ctx {
     /// A resumed stream: the events replayed.
     replayed: Option<u64>,
     _in_flight: drain::InFlight,
+}
+
+impl Ctx {
+    /// How the session relay answered.
+    fn answered(&mut self, answered: session_relay::Answered) {
+        self.status = answered.status;
+        self.kind = answered.kind.unwrap_or(Kind::Other);
+        self.error = answered.error;
+        self.stream = answered.stream;
+        self.replayed = answered.replayed;
+    }
 }
 
 #[async_trait]
@@ -194,11 +206,7 @@ impl SidecarProxy {
             }
             TakeOver::Relay => {
                 let answered = session_relay::run(&self.shared, session, ctx.started).await;
-                ctx.status = answered.status;
-                ctx.kind = answered.kind.unwrap_or(Kind::Other);
-                ctx.error = answered.error;
-                ctx.stream = answered.stream;
-                ctx.replayed = answered.replayed;
+                ctx.answered(answered);
             }
         }
     }
@@ -210,10 +218,14 @@ impl SidecarProxy {
             None => ctx.status,
         };
         let req = session.req_header();
+        self.log_line(req.method.as_str(), req.uri.path(), status, e, ctx);
+    }
+
+    fn log_line(&self, method: &str, path: &str, status: u16, e: Option<&Error>, ctx: &Ctx) {
         let error = ctx.error.clone().or_else(|| e.map(|e| e.to_string()));
         access_log::Entry {
-            method: req.method.as_str(),
-            path: req.uri.path(),
+            method,
+            path,
             status,
             kind: ctx.kind,
             started: ctx.started,
@@ -233,15 +245,102 @@ impl SidecarProxy {
 pub(crate) struct SidecarApp {
     pub(crate) proxy: Arc<HttpProxy<SidecarProxy>>,
     pub(crate) sidecar: SidecarProxy,
+    /// The same state as `sidecar.shared`, for as long as the process: an h2 stream's steady
+    /// state borrows it across the two steps of [`SidecarApp::relay_h2`].
+    pub(crate) shared: &'static Arc<Shared>,
+}
+
+/// An h2 stream whose head is written, on its way from [`session_relay::open`] to
+/// [`session_relay::relay_h2`]: what its log line needs, and its send half.
+struct H2Tail {
+    ctx: Ctx,
+    method: http::Method,
+    path: String,
+    send: h2::SendStream<bytes::Bytes>,
+    streaming: Box<session_relay::Streaming<'static>>,
+}
+
+impl SidecarApp {
+    /// A candidate over h2, in two futures: everything up to the stream's head, which owns
+    /// pingora's server session and is freed with it once the head is written; then the
+    /// stream on its h2 send half ([`session_relay::relay_h2`]). A future is as large as its
+    /// largest state for as long as it lives: in one future, the session and every step of
+    /// the exchange were ~5.2 KiB a stream.
+    fn relay_h2(
+        self: Arc<Self>,
+        mut session: ServerSession,
+    ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send + 'static {
+        let shared = self.shared;
+        let open = Box::pin(async move {
+            let mut ctx = self.sidecar.new_ctx();
+            match session_relay::open(shared, &mut session, ctx.started).await {
+                session_relay::Opened::Answered(answered) => {
+                    ctx.answered(answered);
+                    self.sidecar.log(&session, None, &ctx);
+                    // END_STREAM if the answer has not sent it (an RST_STREAM if it wrote no
+                    // head).
+                    let _ = session.finish().await;
+                    None
+                }
+                session_relay::Opened::Streaming(streaming) => {
+                    let send = session_relay::take_h2_send(&mut session)?;
+                    let req = session.req_header();
+                    Some((
+                        self,
+                        Box::new(H2Tail {
+                            ctx,
+                            method: req.method.clone(),
+                            path: req.uri.path().to_string(),
+                            send,
+                            streaming,
+                        }),
+                    ))
+                }
+            }
+        });
+        async move {
+            if let Some((this, tail)) = open.await {
+                Box::pin(this.stream_h2(tail)).await;
+            }
+            None
+        }
+    }
+
+    /// The second step of [`SidecarApp::relay_h2`]: the stream, then its log line.
+    async fn stream_h2(self: Arc<Self>, tail: Box<H2Tail>) {
+        // Moved out of its box in a block of its own, so the box is freed now, not when the
+        // stream ends.
+        let H2Tail {
+            mut ctx,
+            method,
+            path,
+            send,
+            streaming,
+        } = {
+            let tail = tail;
+            *tail
+        };
+        let answered = session_relay::relay_h2(self.shared, send, streaming).await;
+        ctx.answered(answered);
+        self.sidecar
+            .log_line(method.as_str(), &path, ctx.status, None, &ctx);
+    }
 }
 
 #[async_trait]
 impl HttpServerApp for SidecarApp {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        mut session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+    /// Written out rather than `async`: the future returned is pingora's proxy's own, or one
+    /// of ours sized for what it answers (see [`SidecarApp::relay_h2`]).
+    fn process_new_http<'a, 'b, 't>(
+        self: &'a Arc<Self>,
+        session: ServerSession,
+        shutdown: &'b ShutdownWatch,
+    ) -> Pin<Box<dyn std::future::Future<Output = Option<ReusedHttpStream>> + Send + 't>>
+    where
+        'a: 't,
+        'b: 't,
+        Self: 't,
+    {
         // An h2 request's head is read before the app sees it; an HTTP/1 session has not read
         // its request yet, so is_http2() must come first. CONNECT is left to pingora, which
         // refuses it.
@@ -250,15 +349,19 @@ impl HttpServerApp for SidecarApp {
         } else {
             None
         };
-        let Some(what) = direct else {
-            return self.proxy.process_new_http(session, shutdown).await;
-        };
-        let mut ctx = self.sidecar.new_ctx();
-        self.sidecar.take_over(what, &mut session, &mut ctx).await;
-        self.sidecar.log(&session, None, &ctx);
-        // END_STREAM if the answer has not sent it (an RST_STREAM if it wrote no head).
-        let _ = session.finish().await;
-        None
+        match direct {
+            None => self.proxy.process_new_http(session, shutdown),
+            Some(TakeOver::Relay) => Box::pin(self.clone().relay_h2(session)),
+            Some(what) => Box::pin(async move {
+                let mut session = session;
+                let mut ctx = self.sidecar.new_ctx();
+                self.sidecar.take_over(what, &mut session, &mut ctx).await;
+                self.sidecar.log(&session, None, &ctx);
+                // END_STREAM if the answer has not sent it (an RST_STREAM if it wrote no head).
+                let _ = session.finish().await;
+                None
+            }),
+        }
     }
 
     async fn http_cleanup(&self) {

@@ -26,6 +26,7 @@ use crate::proxy::stream::{self, respond, AppBody, Body, Client, Ended, Progress
 use crate::proxy::upstream_error::{Failure, Phase, UpstreamError};
 use crate::proxy::upstream_request::{self, Forwarding};
 use bytes::Bytes;
+use h2::SendStream;
 use pingora_core::protocols::http::client::HttpSession as AppSession;
 use pingora_core::protocols::http::server::Session as ClientSession;
 use pingora_error::{Error, ErrorType};
@@ -50,27 +51,63 @@ pub(crate) struct Answered {
 }
 
 /// Relays one SSE candidate. Everything, failures included, is answered here.
-///
-/// A future is as large as its largest state, for as long as it lives: every step before the
-/// stream and after it (connecting, above all: pingora's connector makes that ~9 KiB) is
-/// boxed, so a stream's steady state is not charged for them (it was ~20 KiB a stream).
 pub(crate) async fn run(
     shared: &Arc<Shared>,
     session: &mut ClientSession,
     started: Instant,
 ) -> Answered {
-    let Some(_slot) = StreamSlot::take(shared) else {
+    let mut s = match Box::pin(open(shared, session, started)).await {
+        Opened::Answered(answered) => return answered,
+        Opened::Streaming(s) => s,
+    };
+    let mut client = PingoraClient::new(session);
+    let ended = stream::run(shared, &mut client, &mut s.app, s.progress).await;
+    if ended.app_done {
+        Box::pin(release(shared, s.app)).await;
+    }
+    finish_stream(session, s.status, ended, None)
+}
+
+/// What [`open`] did with a candidate.
+pub(crate) enum Opened<'a> {
+    /// Answered in full: a failure, a pass-through, a resumable stream, a stream whose client
+    /// left before its head was written.
+    Answered(Answered),
+    /// An event stream whose head and opening block are written: [`Streaming`] relays the
+    /// rest of the app's body.
+    Streaming(Box<Streaming<'a>>),
+}
+
+/// An event stream whose head is written: all it needs for the rest of its life.
+pub(crate) struct Streaming<'a> {
+    app: App,
+    progress: Progress,
+    pub(crate) status: u16,
+    _slot: StreamSlot<'a>,
+}
+
+/// Everything of a candidate up to its stream's steady state: the exchange with the app, and
+/// every answer that is not a stream to relay (those are answered here, resumable streams
+/// included). A future is as large as its largest state, for as long as it lives, so this one
+/// is boxed by its callers and freed once the stream starts; each step in it is boxed too
+/// (pingora's connector alone makes ~9 KiB).
+pub(crate) async fn open<'a>(
+    shared: &'a Arc<Shared>,
+    session: &mut ClientSession,
+    started: Instant,
+) -> Opened<'a> {
+    let Some(slot) = StreamSlot::take(shared) else {
         let mut client = PingoraClient::new(session);
         let _ = Box::pin(respond::answer(&mut client, Answer::over_limit(shared))).await;
         let why = format!(
             "limits.max_streams ({}) reached",
             shared.config.limits.max_streams
         );
-        return Answered {
+        return Opened::Answered(Answered {
             status: 503,
             error: Some(why),
             ..Answered::default()
-        };
+        });
     };
     let req = match app_request(shared, session) {
         Ok(req) => req,
@@ -78,18 +115,20 @@ pub(crate) async fn run(
             let mut client = PingoraClient::new(session);
             let answer = Answer::plain(400, Some(&e.to_string()));
             let _ = Box::pin(respond::answer(&mut client, answer)).await;
-            return Answered {
+            return Opened::Answered(Answered {
                 status: 400,
                 error: Some(e.to_string()),
                 ..Answered::default()
-            };
+            });
         }
     };
     // A resume is answered from the stream's log; the app sees nothing of it.
     if let Lookup::Resume(entry, attached) =
         Box::pin(resume_relay::lookup(shared, session.req_header())).await
     {
-        return Box::pin(resumed(shared, session, started, entry, attached)).await;
+        return Opened::Answered(
+            Box::pin(resumed(shared, session, started, entry, attached)).await,
+        );
     }
     let exchanged = if shared.config.upstream.tls {
         Box::pin(exchange(shared, session, req)).await
@@ -99,12 +138,12 @@ pub(crate) async fn run(
     let (head, mut app) = match exchanged {
         Ok(answer) => answer,
         Err(Failed::Client(e)) => {
-            return Answered {
+            return Opened::Answered(Answered {
                 error: Some(format!("client error: {e}")),
                 ..Answered::default()
-            }
+            })
         }
-        Err(Failed::App(e)) => return Box::pin(failed(shared, session, e)).await,
+        Err(Failed::App(e)) => return Opened::Answered(Box::pin(failed(shared, session, e)).await),
     };
     let status = head.status.as_u16();
     let stream = headers::is_stream_response(&session.req_header().method, &head);
@@ -123,12 +162,12 @@ pub(crate) async fn run(
         if result.is_ok() {
             Box::pin(release(shared, app)).await;
         }
-        return Answered {
+        return Opened::Answered(Answered {
             status,
             kind: Some(Kind::Other),
             error: result.err().map(|e| e.to_string()),
             ..Answered::default()
-        };
+        });
     }
 
     app.no_read_timeout();
@@ -142,29 +181,26 @@ pub(crate) async fn run(
         resume_relay::spawn_producer(shared.clone(), entry.clone(), app, wrote_prefix);
         let ended =
             resume_relay::serve_client(shared, &mut client, &entry, &first, started, Ok(())).await;
-        return finish_stream(session, status, ended, None);
+        return Opened::Answered(finish_stream(session, status, ended, None));
     }
-    let ended = match Box::pin(respond::start_stream(shared, &mut client, head)).await {
-        Ok(prefix) => {
-            let p = Progress::new(shared, started, prefix);
-            Some(stream::run(shared, &mut client, &mut app, p).await)
-        }
-        Err(_) => None,
-    };
-    let Some(ended) = ended else {
-        session.set_keepalive(None);
-        let summary = StreamSummary::ended_early(shared, Outcome::ClientClosed, 0);
-        return Answered {
+    match Box::pin(respond::start_stream(shared, &mut client, head)).await {
+        Ok(prefix) => Opened::Streaming(Box::new(Streaming {
+            app,
+            progress: Progress::new(shared, started, prefix),
             status,
-            kind: Some(Kind::Sse),
-            stream: Some(summary),
-            ..Answered::default()
-        };
-    };
-    if ended.app_done {
-        Box::pin(release(shared, app)).await;
+            _slot: slot,
+        })),
+        Err(_) => {
+            session.set_keepalive(None);
+            let summary = StreamSummary::ended_early(shared, Outcome::ClientClosed, 0);
+            Opened::Answered(Answered {
+                status,
+                kind: Some(Kind::Sse),
+                stream: Some(summary),
+                ..Answered::default()
+            })
+        }
     }
-    finish_stream(session, status, ended, None)
 }
 
 /// A stream's answer for the log; a client connection whose stream did not end cleanly is
@@ -178,12 +214,61 @@ fn finish_stream(
     if ended.summary.outcome != Some(Outcome::Completed) {
         session.set_keepalive(None);
     }
+    streamed(status, ended, replayed)
+}
+
+/// A stream's answer for the log.
+fn streamed(status: u16, ended: Ended, replayed: Option<u64>) -> Answered {
     Answered {
         status,
         kind: Some(Kind::Sse),
         error: ended.error,
         stream: Some(ended.summary),
         replayed,
+    }
+}
+
+/// The rest of an h2 stream whose head is written, on the stream's own send half
+/// ([`take_h2_send`]): pingora's server session (680 bytes, the request's and the response's
+/// header maps, its body reader) is dropped before, and a stream holds only what it needs.
+///
+/// `s` is unboxed in a block of its own, which frees the box before the stream starts.
+pub(crate) fn relay_h2<'a>(
+    shared: &'a Shared,
+    send: SendStream<Bytes>,
+    s: Box<Streaming<'a>>,
+) -> impl std::future::Future<Output = Answered> + Send + 'a {
+    // Not an `async fn`, which would keep `send` twice (see `stream::run`).
+    let mut client = H2Client {
+        send,
+        write_timeout: shared.config.timeouts.sse_write,
+        cancelled: false,
+        ended: false,
+    };
+    async move {
+        let Streaming {
+            mut app,
+            progress,
+            status,
+            _slot,
+        } = {
+            let s = s;
+            *s
+        };
+        let ended = stream::run(shared, &mut client, &mut app, progress).await;
+        if ended.app_done {
+            Box::pin(release(shared, app)).await;
+        }
+        streamed(status, ended, None)
+    }
+}
+
+/// The send half of an h2 request's stream once its response head is written; `None` over
+/// HTTP/1.
+pub(crate) fn take_h2_send(session: &mut ClientSession) -> Option<SendStream<Bytes>> {
+    match session {
+        ClientSession::H2(h2) => h2.take_response_body_writer(),
+        _ => None,
     }
 }
 
@@ -297,8 +382,8 @@ impl App {
 impl AppBody for App {
     async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         match self {
-            App::Pingora(app) => app
-                .read_response_body()
+            // Boxed: pingora's read is ~200 bytes more in every stream's future.
+            App::Pingora(app) => Box::pin(app.read_response_body())
                 .await
                 .map_err(|e| UpstreamError::from_pingora(&e)),
             App::Lean(app) => app.next().await,
@@ -532,5 +617,106 @@ impl Client for PingoraClient<'_> {
 
     async fn abort(&mut self) {
         self.session.shutdown().await;
+    }
+}
+
+/// An h2 stream's send half, its head written, as the client side: what [`PingoraClient`]
+/// does over h2, without pingora's session around it.
+struct H2Client {
+    send: SendStream<Bytes>,
+    write_timeout: std::time::Duration,
+    /// The client reset the stream on a live connection.
+    cancelled: bool,
+    /// END_STREAM is sent.
+    ended: bool,
+}
+
+impl H2Client {
+    /// Sends `data` as DATA frames within the client's flow-control window, as pingora's h2
+    /// body writer does, waiting at most the write timeout each time the window is full. The
+    /// wait is boxed: an event that fits the window (nearly all of them) needs no timer, and
+    /// this future, part of every stream's, stays small.
+    async fn write(&mut self, mut data: Bytes, end: bool) -> Result<(), WriteError> {
+        if self.ended {
+            return Ok(());
+        }
+        loop {
+            let cap = if data.is_empty() {
+                0
+            } else {
+                self.send.reserve_capacity(data.len());
+                self.send.capacity()
+            };
+            if cap == 0 && !data.is_empty() {
+                let send = &mut self.send;
+                let window = std::future::poll_fn(|cx| send.poll_capacity(cx));
+                match Box::pin(tokio::time::timeout(self.write_timeout, window)).await {
+                    Err(_) => return Err(WriteError::Timeout),
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(None | Some(Err(_))) => return Err(WriteError::Closed),
+                }
+            }
+            let piece = data.split_to(cap.min(data.len()));
+            let last = data.is_empty();
+            self.send
+                .send_data(piece, last && end)
+                .map_err(|_| WriteError::Closed)?;
+            if last {
+                self.ended = end;
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Client for H2Client {
+    fn chunked(&self) -> bool {
+        false
+    }
+
+    /// The head went out through pingora's session before the stream moved here.
+    async fn write_head(
+        &mut self,
+        _head: ResponseHeader,
+        _body: Body,
+        _close: bool,
+        _first: Option<Bytes>,
+    ) -> Result<(), WriteError> {
+        Err(WriteError::Closed)
+    }
+
+    async fn send(&mut self, data: Bytes) -> Result<(), WriteError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.write(data, false).await
+    }
+
+    async fn send_raw(&mut self, wire: Bytes) -> Result<(), WriteError> {
+        self.send(wire).await
+    }
+
+    async fn finish(&mut self, last: Option<Bytes>) -> Result<(), WriteError> {
+        self.write(last.unwrap_or_default(), true).await
+    }
+
+    async fn gone(&mut self) {
+        // RST_STREAM on a live connection (`Ok`: the page closed its EventSource) or the
+        // connection's end (`Err`).
+        let send = &mut self.send;
+        let reset = std::future::poll_fn(|cx| send.poll_reset(cx)).await;
+        self.cancelled = reset.is_ok();
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    async fn abort(&mut self) {
+        // As pingora's session does: no END_STREAM, an RST_STREAM.
+        if !self.ended {
+            self.send.send_reset(h2::Reason::INTERNAL_ERROR);
+            self.ended = true;
+        }
     }
 }

@@ -437,6 +437,6 @@ mod size_tests {
         }
         let p = Progress::new(&shared, Instant::now(), 9);
         let run = stream::run(&shared, &mut client, &mut app, p);
-        budget("stream::run future", std::mem::size_of_val(&run), 1472);
+        budget("stream::run future", std::mem::size_of_val(&run), 1048);
     }
 }
