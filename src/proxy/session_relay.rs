@@ -720,3 +720,59 @@ impl Client for H2Client {
         }
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    //! An idle h2 stream holds the future [`relay_h2`] returns for its whole life (beside
+    //! pingora's task and h2's own stream state): its size is most of what the stream costs,
+    //! and what keeps TLS+h2 under HAProxy's memory per stream. The budget fails a change that
+    //! grows it by accident.
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::proxy::http1::body::Decode;
+
+    #[tokio::test]
+    async fn an_h2_streams_future_stays_within_budget() {
+        let config = Config::from_yaml("").unwrap();
+        let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap());
+        let shared = Arc::new(Shared::new(config, metrics, "127.0.0.1:9".parse().unwrap()));
+
+        // A real h2 stream's send half, over an in-memory connection.
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(s).await.unwrap();
+            let (_req, mut respond) = conn.accept().await.unwrap().unwrap();
+            let send = respond
+                .send_response(http::Response::new(()), false)
+                .unwrap();
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            send
+        });
+        let (mut client, conn) = h2::client::handshake(c).await.unwrap();
+        tokio::spawn(conn);
+        let (_resp, _body) = client.send_request(http::Request::new(()), true).unwrap();
+        let send = server.await.unwrap();
+
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sock = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let streaming = Box::new(Streaming {
+            app: App::Lean(LeanApp {
+                sock,
+                dec: Decode::chunked(),
+            }),
+            progress: Progress::new(&shared, Instant::now(), 0),
+            status: 200,
+            _slot: StreamSlot::take(&shared).unwrap(),
+        });
+        let fut = relay_h2(&shared, send, streaming);
+        let size = std::mem::size_of_val(&fut);
+        println!("relay_h2 future: {size} bytes (budget 1104)");
+        assert!(
+            size <= 1104,
+            "relay_h2's future is {size} bytes, over its budget of 1104"
+        );
+    }
+}
