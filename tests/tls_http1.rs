@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::client::{request, Conn, Response};
+use common::client::{request, Conn, End, Response};
 use common::origin::json_body;
 use common::sse;
 use common::tls::{make_cert, tls_connect, TestCert, TlsSidecar};
@@ -187,4 +187,47 @@ async fn closing_a_tls_stream_closes_the_app_connection() {
     tls.shutdown().await.unwrap();
     let closed = origin.wait_closed("/sse", T).await;
     assert!(closed.closed_ns.is_some(), "the app's connection closed");
+}
+
+/// A TLS client that stops reading an event stream: once its socket and rustls's buffer are
+/// full and `sse.write_timeout` passes without progress, the stream is cut (no last chunk,
+/// no close_notify) and the app's connection closed; the app was held back meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_stops_reading_is_cut_after_the_write_timeout() {
+    const EVENTS: usize = 3000;
+    let origin = Origin::start().await;
+    let cert = make_cert();
+    let sc = TlsSidecar::start(&origin, &cert, "sse:\n  write_timeout: 1s\n", &[]).await;
+    let mut conn = connect(&sc, &cert).await;
+    let target = format!("/sse?events={EVENTS}&interval_ms=0&pad=32000");
+    conn.send(&request("GET", &target, &[ES], None)).await;
+    // Not a byte read until the app's connection is closed.
+    let rec = origin.wait_closed("/sse", Duration::from_secs(15)).await;
+    let last = rec.events_sent.last().expect("events sent").1;
+    let closed = rec.closed_ns.expect("closed");
+    assert!(
+        rec.events_sent.len() < EVENTS,
+        "the app sent all {EVENTS} events (~96 MB) to a client that reads nothing"
+    );
+    let gap = Duration::from_nanos(closed.saturating_sub(last));
+    eprintln!(
+        "app sent {} of {EVENTS} events; its connection closed {gap:?} after the last",
+        rec.events_sent.len()
+    );
+    // The app fills the socket buffers between it and the sidecar for a few hundred ms after
+    // the sidecar's write stalls (measured: 0.80–0.83 s from its last event to the close).
+    assert!(
+        (Duration::from_millis(500)..=Duration::from_millis(3500)).contains(&gap),
+        "the app's connection closed {gap:?} after its last event (write_timeout 1 s)"
+    );
+    // Reading now, the client finds its stream cut.
+    let mut r = Response::read(conn, "GET", T)
+        .await
+        .expect("the stream's head");
+    assert_eq!(r.status(), 200);
+    let end = r.read_to_end(Duration::from_secs(10)).await;
+    assert!(
+        matches!(end, Some(End::Truncated) | Some(End::Error(_))),
+        "the stalled client's stream ended {end:?}; want it cut"
+    );
 }

@@ -168,6 +168,6 @@ impl Client for LeanClient<'_> {
 
     async fn abort(&mut self) {
         // No terminating chunk: the client sees the body break off.
-        self.sock.shutdown().await;
+        self.sock.cut().await;
     }
 }

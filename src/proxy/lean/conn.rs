@@ -68,6 +68,21 @@ impl ClientConn {
         }
     }
 
+    /// Ends the connection's sending side without a clean close: over TLS, no close_notify
+    /// (the client may not be reading, and the break is the message), just the TCP FIN.
+    pub(crate) async fn cut(&mut self) {
+        match self {
+            ClientConn::Plain(tcp) => {
+                let _ = tcp.shutdown().await;
+            }
+            ClientConn::Tls(tls) => {
+                if let Ok(tcp) = tls.get_ref().0.tcp() {
+                    let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write);
+                }
+            }
+        }
+    }
+
     /// Whether bytes from the client are waiting, without reading them: `Ready(Ok(0))` at
     /// its end of stream. Over TLS this looks at the socket: any record (a close_notify,
     /// the next request) counts.
