@@ -86,23 +86,20 @@ async fn drain_names_what_it_could_not_do() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a running sse-sidecar"));
 
-    // A long drain window keeps an open stream, so the sidecar outlives a short --timeout.
+    // A request in flight keeps the sidecar draining, so it outlives a short --timeout. (Not
+    // an open stream: a stream's close falls anywhere in the drain window, and 1.5 % of the
+    // time within the first 300 ms of a 20 s one, when the sidecar exited first.)
     let origin = Origin::start().await;
     let pid = dir.path().join("slow.pid");
     let sc = Sidecar::builder(&origin.url())
         .env("SSE_SIDECAR_PID_FILE", pid.to_str().unwrap())
-        .config("shutdown:\n  drain_window: 20s\n")
         .start()
         .await;
     eventually(T, "pid file written", || pid.exists()).await;
-    let req = client::request(
-        "GET",
-        "/sse?events=1000&interval_ms=100",
-        &[("Accept", "text/event-stream")],
-        None,
-    );
-    let mut stream = SseStream::new(client::send(sc.addr, &req, "GET").await);
-    stream.next_event(T).await.expect("a first event");
+    let addr = sc.addr;
+    let in_flight =
+        tokio::spawn(async move { client::get(addr, "/slow_headers?ms=3000", &[]).await });
+    origin.wait_request("/slow_headers", T).await;
     let out = run_cli(
         &["drain", "--wait", "--timeout", "300ms"],
         &[("SSE_SIDECAR_PID_FILE", pid.to_str().unwrap())],
@@ -114,4 +111,5 @@ async fn drain_names_what_it_could_not_do() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("still draining"));
+    in_flight.abort();
 }
