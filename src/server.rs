@@ -104,12 +104,8 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
     // Process-wide: an h2 stream's state borrows it across futures (SidecarApp::relay_h2).
     let statics: &'static Arc<Shared> = Box::leak(Box::new(shared.clone()));
     let app = |h2c: bool| {
-        let mut app = pingora_proxy::http_proxy(
-            &server.configuration,
-            SidecarProxy {
-                shared: shared.clone(),
-            },
-        );
+        let mut app =
+            pingora_proxy::http_proxy(&server.configuration, SidecarProxy { shared: statics });
         let mut options = HttpServerOptions::default();
         options.h2c = h2c;
         // pingora keeps an h2 connection with no stream open forever by default.
@@ -121,10 +117,7 @@ pub fn build(config: Config, upgrade: bool) -> Result<Server, StartError> {
         app.h2_options = Some(h2);
         Arc::new(SidecarApp {
             proxy: Arc::new(app),
-            sidecar: SidecarProxy {
-                shared: shared.clone(),
-            },
-            shared: statics,
+            sidecar: SidecarProxy { shared: statics },
         })
     };
     let mut tls_listeners = Vec::new();

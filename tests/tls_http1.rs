@@ -18,7 +18,6 @@ use common::origin::json_body;
 use common::sse;
 use common::tls::{make_cert, tls_connect, TestCert, TlsSidecar};
 use common::{show, Origin};
-use tokio::io::AsyncWriteExt;
 
 const T: Duration = Duration::from_secs(5);
 const ES: (&str, &str) = ("accept", "text/event-stream");
@@ -169,24 +168,6 @@ async fn tls_request_heads_are_guarded_as_on_plain_tcp() {
         "no refused head reached the app"
     );
     drop(sc);
-}
-
-/// A client that closes its TLS connection with close_notify in the middle of an event
-/// stream ends it: the app's connection is closed at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_a_tls_stream_closes_the_app_connection() {
-    let origin = Origin::start().await;
-    let cert = make_cert();
-    let sc = TlsSidecar::start(&origin, &cert, "", &[]).await;
-    let (mut tls, _) = tls_connect(sc.addr, &cert, &["http/1.1"]).await;
-    tls.write_all(&request("GET", "/sse?events=1&end=hold", &[ES], None))
-        .await
-        .unwrap();
-    let rec = origin.wait_request("/sse", T).await;
-    assert!(rec.closed_ns.is_none());
-    tls.shutdown().await.unwrap();
-    let closed = origin.wait_closed("/sse", T).await;
-    assert!(closed.closed_ns.is_some(), "the app's connection closed");
 }
 
 /// A TLS client that stops reading an event stream: once its socket and rustls's buffer are

@@ -43,7 +43,9 @@ enum TakeOver {
 }
 
 pub(crate) struct SidecarProxy {
-    pub(crate) shared: Arc<Shared>,
+    /// For as long as the process: an h2 stream's steady state borrows it across the two
+    /// futures of [`SidecarApp::relay_h2`].
+    pub(crate) shared: &'static Arc<Shared>,
 }
 
 /// Per-request state, for the access log.
@@ -132,7 +134,7 @@ impl ProxyHttp for SidecarProxy {
         if headers::is_stream_response(&req.method, resp) {
             ctx.kind = Kind::SseUnlearned;
             headers::apply_sse_policy(resp, req.version == http::Version::HTTP_11);
-            candidate::unprepared_stream(&self.shared, req);
+            candidate::unprepared_stream(self.shared, req);
         }
         Ok(())
     }
@@ -175,9 +177,9 @@ impl SidecarProxy {
     fn takes_over(&self, req: &RequestHeader) -> Option<TakeOver> {
         if upstream_request::answers_itself(req) {
             Some(TakeOver::FinalRecipient)
-        } else if probe_stream::is_probe(&self.shared, req) {
+        } else if probe_stream::is_probe(self.shared, req) {
             Some(TakeOver::Probe)
-        } else if is_candidate(&self.shared, req) {
+        } else if is_candidate(self.shared, req) {
             Some(TakeOver::Relay)
         } else {
             None
@@ -200,12 +202,12 @@ impl SidecarProxy {
                 let mut client = PingoraClient::new(session);
                 // Boxed, like every step around a relayed stream: this future lives as long
                 // as the stream and is as large as its largest state (see session_relay::run).
-                let served = Box::pin(probe_stream::serve(&self.shared, &mut client, &req)).await;
+                let served = Box::pin(probe_stream::serve(self.shared, &mut client, &req)).await;
                 ctx.status = served.status;
                 ctx.error = served.error;
             }
             TakeOver::Relay => {
-                let answered = session_relay::run(&self.shared, session, ctx.started).await;
+                let answered = session_relay::run(self.shared, session, ctx.started).await;
                 ctx.answered(answered);
             }
         }
@@ -221,6 +223,13 @@ impl SidecarProxy {
         self.log_line(req.method.as_str(), req.uri.path(), status, e, ctx);
     }
 
+    /// An h2 request answered through pingora's session: its log line, then END_STREAM if the
+    /// answer has not sent it (an RST_STREAM if it wrote no head).
+    async fn answered_h2(&self, session: ServerSession, ctx: &Ctx) {
+        self.log(&session, None, ctx);
+        let _ = session.finish().await;
+    }
+
     fn log_line(&self, method: &str, path: &str, status: u16, e: Option<&Error>, ctx: &Ctx) {
         let error = ctx.error.clone().or_else(|| e.map(|e| e.to_string()));
         access_log::Entry {
@@ -233,7 +242,7 @@ impl SidecarProxy {
             error: error.as_deref(),
             replayed: ctx.replayed,
         }
-        .record(&self.shared);
+        .record(self.shared);
     }
 }
 
@@ -245,9 +254,6 @@ impl SidecarProxy {
 pub(crate) struct SidecarApp {
     pub(crate) proxy: Arc<HttpProxy<SidecarProxy>>,
     pub(crate) sidecar: SidecarProxy,
-    /// The same state as `sidecar.shared`, for as long as the process: an h2 stream's steady
-    /// state borrows it across the two steps of [`SidecarApp::relay_h2`].
-    pub(crate) shared: &'static Arc<Shared>,
 }
 
 /// An h2 stream whose head is written, on its way from [`session_relay::open`] to
@@ -270,16 +276,13 @@ impl SidecarApp {
         self: Arc<Self>,
         mut session: ServerSession,
     ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send + 'static {
-        let shared = self.shared;
+        let shared = self.sidecar.shared;
         let open = Box::pin(async move {
             let mut ctx = self.sidecar.new_ctx();
             match session_relay::open(shared, &mut session, ctx.started).await {
                 session_relay::Opened::Answered(answered) => {
                     ctx.answered(answered);
-                    self.sidecar.log(&session, None, &ctx);
-                    // END_STREAM if the answer has not sent it (an RST_STREAM if it wrote no
-                    // head).
-                    let _ = session.finish().await;
+                    self.sidecar.answered_h2(session, &ctx).await;
                     None
                 }
                 session_relay::Opened::Streaming(streaming) => {
@@ -320,7 +323,7 @@ impl SidecarApp {
             let tail = tail;
             *tail
         };
-        let answered = session_relay::relay_h2(self.shared, send, streaming).await;
+        let answered = session_relay::relay_h2(self.sidecar.shared, send, streaming).await;
         ctx.answered(answered);
         self.sidecar
             .log_line(method.as_str(), &path, ctx.status, None, &ctx);
@@ -356,9 +359,7 @@ impl HttpServerApp for SidecarApp {
                 let mut session = session;
                 let mut ctx = self.sidecar.new_ctx();
                 self.sidecar.take_over(what, &mut session, &mut ctx).await;
-                self.sidecar.log(&session, None, &ctx);
-                // END_STREAM if the answer has not sent it (an RST_STREAM if it wrote no head).
-                let _ = session.finish().await;
+                self.sidecar.answered_h2(session, &ctx).await;
                 None
             }),
         }

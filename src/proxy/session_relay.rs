@@ -82,7 +82,7 @@ pub(crate) enum Opened<'a> {
 pub(crate) struct Streaming<'a> {
     app: App,
     progress: Progress,
-    pub(crate) status: u16,
+    status: u16,
     _slot: StreamSlot<'a>,
 }
 
@@ -633,30 +633,22 @@ struct H2Client {
 
 impl H2Client {
     /// Sends `data` as DATA frames within the client's flow-control window, as pingora's h2
-    /// body writer does, waiting at most the write timeout each time the window is full. The
-    /// wait is boxed: an event that fits the window (nearly all of them) needs no timer, and
-    /// this future, part of every stream's, stays small.
+    /// body writer does (END_STREAM on the last one when `end`).
     async fn write(&mut self, mut data: Bytes, end: bool) -> Result<(), WriteError> {
         if self.ended {
             return Ok(());
         }
         loop {
-            let cap = if data.is_empty() {
-                0
-            } else {
-                self.send.reserve_capacity(data.len());
-                self.send.capacity()
+            let take = match data.len() {
+                0 => 0,
+                want => match self.capacity(want) {
+                    // Boxed: an event that fits the window (nearly all of them) needs no timer,
+                    // and this future, part of every stream's, stays small.
+                    0 => Box::pin(self.wait_window(want)).await?,
+                    cap => cap,
+                },
             };
-            if cap == 0 && !data.is_empty() {
-                let send = &mut self.send;
-                let window = std::future::poll_fn(|cx| send.poll_capacity(cx));
-                match Box::pin(tokio::time::timeout(self.write_timeout, window)).await {
-                    Err(_) => return Err(WriteError::Timeout),
-                    Ok(Some(Ok(_))) => continue,
-                    Ok(None | Some(Err(_))) => return Err(WriteError::Closed),
-                }
-            }
-            let piece = data.split_to(cap.min(data.len()));
+            let piece = data.split_to(take);
             let last = data.is_empty();
             self.send
                 .send_data(piece, last && end)
@@ -664,6 +656,29 @@ impl H2Client {
             if last {
                 self.ended = end;
                 return Ok(());
+            }
+        }
+    }
+
+    /// The flow-control capacity the stream has now for up to `want` bytes.
+    fn capacity(&mut self, want: usize) -> usize {
+        self.send.reserve_capacity(want);
+        self.send.capacity().min(want)
+    }
+
+    /// Waits for the client's window to open, at most the write timeout each time it is full.
+    async fn wait_window(&mut self, want: usize) -> Result<usize, WriteError> {
+        loop {
+            let send = &mut self.send;
+            let window = std::future::poll_fn(|cx| send.poll_capacity(cx));
+            match tokio::time::timeout(self.write_timeout, window).await {
+                Err(_) => return Err(WriteError::Timeout),
+                Ok(Some(Ok(_))) => {}
+                Ok(None | Some(Err(_))) => return Err(WriteError::Closed),
+            }
+            match self.capacity(want) {
+                0 => {}
+                cap => return Ok(cap),
             }
         }
     }

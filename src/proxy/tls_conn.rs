@@ -55,8 +55,15 @@ impl Sock {
         Ok(())
     }
 
-    fn pinned(&mut self) -> io::Result<Pin<&mut TcpStream>> {
-        self.0.as_mut().map(Pin::new).ok_or_else(moved)
+    /// Polls the socket with `f`; an error if it was lost while moving.
+    fn poll<T>(
+        &mut self,
+        f: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match self.0.as_mut() {
+            Some(tcp) => f(Pin::new(tcp)),
+            None => Poll::Ready(Err(moved())),
+        }
     }
 }
 
@@ -66,10 +73,7 @@ impl AsyncRead for Sock {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.pinned() {
-            Ok(tcp) => tcp.poll_read(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll(|tcp| tcp.poll_read(cx, buf))
     }
 }
 
@@ -79,10 +83,7 @@ impl AsyncWrite for Sock {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.pinned() {
-            Ok(tcp) => tcp.poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll(|tcp| tcp.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -90,10 +91,7 @@ impl AsyncWrite for Sock {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.pinned() {
-            Ok(tcp) => tcp.poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll(|tcp| tcp.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -101,17 +99,11 @@ impl AsyncWrite for Sock {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.pinned() {
-            Ok(tcp) => tcp.poll_flush(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll(|tcp| tcp.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.pinned() {
-            Ok(tcp) => tcp.poll_shutdown(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.poll(|tcp| tcp.poll_shutdown(cx))
     }
 }
 

@@ -83,15 +83,9 @@ pub(crate) async fn write_all(
     parts: &[&[u8]],
     timeout: Duration,
 ) -> io::Result<()> {
-    let mut bufs: [&[u8]; 4] = [&[]; 4];
-    let mut n = 0;
-    for p in parts.iter().filter(|p| !p.is_empty()).take(4) {
-        bufs[n] = p;
-        n += 1;
-    }
-    let mut first = 0;
+    let mut parts = Parts::new(parts);
     loop {
-        if try_write(sock, &mut bufs[..n], &mut first)? {
+        if try_write(sock, &mut parts)? {
             return Ok(());
         }
         // The socket is full: a slow client. Boxed, so the common path's future stays small.
@@ -99,21 +93,60 @@ pub(crate) async fn write_all(
     }
 }
 
-/// Writes what the socket takes now; `Ok(true)` when everything is written.
-fn try_write(sock: &TcpStream, bufs: &mut [&[u8]], first: &mut usize) -> io::Result<bool> {
-    let n = bufs.len();
-    while *first < n {
-        let slices: [IoSlice; 4] = std::array::from_fn(|i| {
-            IoSlice::new(bufs.get(*first + i).copied().unwrap_or_default())
+/// The bytes of one vectored write still to go: at most four non-empty buffers (a head, and a
+/// chunk's size line, data and CRLF), without an allocation.
+pub(crate) struct Parts<'a> {
+    bufs: [&'a [u8]; 4],
+    n: usize,
+    first: usize,
+}
+
+impl<'a> Parts<'a> {
+    pub(crate) fn new(parts: &[&'a [u8]]) -> Parts<'a> {
+        let mut bufs: [&[u8]; 4] = [&[]; 4];
+        let mut n = 0;
+        for p in parts.iter().filter(|p| !p.is_empty()).take(4) {
+            bufs[n] = p;
+            n += 1;
+        }
+        Parts { bufs, n, first: 0 }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.first == self.n
+    }
+
+    /// What is left, as I/O slices (the first `len` of them).
+    pub(crate) fn slices(&self) -> ([IoSlice<'a>; 4], usize) {
+        let slices = std::array::from_fn(|i| {
+            IoSlice::new(
+                self.bufs[..self.n]
+                    .get(self.first + i)
+                    .copied()
+                    .unwrap_or_default(),
+            )
         });
-        match send_vectored(sock, &slices[..n - *first]) {
+        (slices, self.n - self.first)
+    }
+
+    /// `written` more bytes went out.
+    pub(crate) fn wrote(&mut self, written: usize) {
+        advance(&mut self.bufs[self.first..self.n], written);
+        while self.first < self.n && self.bufs[self.first].is_empty() {
+            self.first += 1;
+        }
+    }
+}
+
+/// Writes what the socket takes now; `Ok(true)` when everything is written.
+fn try_write(sock: &TcpStream, parts: &mut Parts<'_>) -> io::Result<bool> {
+    while !parts.is_done() {
+        let (slices, len) = parts.slices();
+        match send_vectored(sock, &slices[..len]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => advance(&mut bufs[*first..], written),
+            Ok(written) => parts.wrote(written),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
-        }
-        while *first < n && bufs[*first].is_empty() {
-            *first += 1;
         }
     }
     Ok(true)

@@ -2,11 +2,10 @@
 //! ([`TlsConn`]). The relay reads the request body and writes the answer through it; only a
 //! plain socket can be parked in the event loop, whose writes are raw `sendmsg` calls.
 
-use crate::proxy::http1::chunked::advance;
-use crate::proxy::http1::socket::{read_some, timed_out, write_all};
+use crate::proxy::http1::socket::{read_some, timed_out, write_all, Parts};
 use crate::proxy::tls_conn::TlsConn;
 use bytes::BytesMut;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -98,17 +97,15 @@ impl ClientConn {
 }
 
 async fn write_tls(tls: &mut TlsConn, parts: &[&[u8]], timeout: Duration) -> io::Result<()> {
-    let mut bufs: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    let mut parts = Parts::new(parts);
     let write = async {
-        while !bufs.is_empty() {
-            let slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+        while !parts.is_done() {
+            let (slices, len) = parts.slices();
             // rustls seals the slices of one call into as few records as it can.
-            let n = tls.write_vectored(&slices).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+            match tls.write_vectored(&slices[..len]).await? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                written => parts.wrote(written),
             }
-            advance(&mut bufs, n);
-            bufs.retain(|b| !b.is_empty());
         }
         tls.flush().await
     };
