@@ -734,6 +734,71 @@ async fn streams_past_the_limit_are_refused_tls() {
     streams_past_the_limit(Via::Tls).await;
 }
 
+/// Malformed requests (a Host that is not the :authority, answered 400 before any app sees
+/// them) cost a connection nothing until its 32nd: the connection still serves a stream after 31,
+/// and is closed at the 32nd. The sidecar runs each h2 connection's accept loop itself
+/// (proxy/h2_conn.rs); without the per-connection count a client could send them forever.
+/// What the server sent once it answered `n` streams (5 s at most).
+async fn answered(c: &RawH2, n: usize) -> Seen {
+    seen_when(c, |s| s.answered.len() >= n).await
+}
+
+async fn seen_when(c: &RawH2, done: impl Fn(&Seen) -> bool) -> Seen {
+    let end = Instant::now() + Duration::from_secs(5);
+    while !done(&c.seen()) && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    c.seen()
+}
+
+async fn malformed_requests_past_the_budget(via: Via) {
+    let origin = Origin::start().await;
+    let t = Target::start(via, &origin, "").await;
+    let mut c = t.raw().await;
+    // A Host that is not the :authority (h2 itself lets it through): pingora answers 400
+    // before any app sees it.
+    let mut bad = request_block("GET", "/sse?n=malformed", t.tls());
+    // host (static index 38), a literal without indexing.
+    bad.extend_from_slice(&[0x0f, 38 - 15, 12]);
+    bad.extend_from_slice(b"evil.example");
+    let good = request_block("GET", "/sse?events=1&end=hold&n=budget", t.tls());
+    let flags = h2_raw::END_HEADERS | h2_raw::END_STREAM;
+    let mut id = 1u32;
+    for i in 1..=31 {
+        c.send(&frame(h2_raw::HEADERS, flags, id, &bad)).await.unwrap();
+        id += 2;
+        let seen = answered(&c, i).await;
+        assert_eq!(seen.answered.len(), i, "malformed request {i} not refused: {seen:?}");
+        assert_eq!(&seen.answered[i - 1].1[..1], &[0x8c], "not a 400: {seen:?}");
+    }
+    c.send(&frame(h2_raw::HEADERS, flags, id, &good)).await.unwrap();
+    let seen = answered(&c, 32).await;
+    assert_eq!(seen.answered.last().map(|a| a.0), Some(id), "a good stream after 31 malformed: {seen:?}");
+    assert!(seen.closed_after.is_none(), "closed before the budget: {seen:?}");
+    assert_eq!(app_saw(&origin, "budget"), 1);
+    id += 2;
+    c.send(&frame(h2_raw::HEADERS, flags, id, &bad)).await.unwrap();
+    let seen = c.wait_closed(Duration::from_secs(5)).await;
+    println!(
+        "malformed requests ({via:?}): 31 refused, then a stream, closed {:?} after the 32nd ({:?})",
+        seen.closed_after, seen.end
+    );
+    assert!(
+        seen.closed_after.is_some(),
+        "the 32nd malformed request left the connection open: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_past_the_budget_close_the_connection_h2c() {
+    malformed_requests_past_the_budget(Via::H2c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_past_the_budget_close_the_connection_tls() {
+    malformed_requests_past_the_budget(Via::Tls).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // TLS handshakes
 // ---------------------------------------------------------------------------------------------

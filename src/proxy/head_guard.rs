@@ -15,6 +15,7 @@
 
 use crate::proxy::answers::Answer;
 use crate::proxy::candidate::is_candidate;
+use crate::proxy::h2_conn;
 use crate::proxy::h2_guard::stream::Guarded;
 use crate::proxy::http1::request::{parse_request, Request};
 use crate::proxy::lean::conn::ClientConn;
@@ -24,7 +25,7 @@ use crate::proxy::tls_accept::{HandshakeError, TlsAccept};
 use crate::proxy::tls_conn::{alpn, TlsConn, TlsIo};
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{Stream, ALPN};
@@ -70,7 +71,7 @@ pub(crate) enum Head {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -126,9 +127,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
             }
             Head::H2c(bytes) => {
                 tcp.rewind(&bytes);
-                self.h2c
-                    .process_new(Box::new(Guarded::new(tcp)), shutdown)
-                    .await
+                h2_conn::serve(&self.h2c, Box::new(Guarded::new(tcp)), shutdown).await;
+                None
             }
             refused => {
                 Box::pin(refuse(&mut *tcp, refused)).await;
@@ -163,7 +163,7 @@ impl Leaving {
     }
 }
 
-impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> HeadGuard<A> {
     /// The TLS handshake ([`TlsAccept::handshake`]) on a socket of our own; then an h2
     /// connection goes to pingora, and an HTTP/1 one is routed request by request
     /// ([`HeadGuard::route_tls`]).
@@ -195,10 +195,8 @@ impl<A: ServerApp + Send + Sync + 'static> HeadGuard<A> {
         };
         if alpn(&conn) == Some(ALPN::H2) {
             let io = TlsIo::new(conn, Bytes::new()).ok()?;
-            return self
-                .h1
-                .process_new(Box::new(Guarded::new(Box::new(io))), shutdown)
-                .await;
+            h2_conn::serve(&self.h1, Box::new(Guarded::new(Box::new(io))), shutdown).await;
+            return None;
         }
         self.route_tls(conn, Bytes::new(), true, shutdown).await
     }

@@ -27,6 +27,7 @@ pub(crate) mod access_log;
 pub(crate) mod answers;
 pub(crate) mod candidate;
 pub(crate) mod drain;
+pub(crate) mod h2_conn;
 pub(crate) mod h2_guard;
 pub(crate) mod head_guard;
 pub(crate) mod headers;
