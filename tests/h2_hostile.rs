@@ -765,19 +765,36 @@ async fn malformed_requests_past_the_budget(via: Via) {
     let flags = h2_raw::END_HEADERS | h2_raw::END_STREAM;
     let mut id = 1u32;
     for i in 1..=31 {
-        c.send(&frame(h2_raw::HEADERS, flags, id, &bad)).await.unwrap();
+        c.send(&frame(h2_raw::HEADERS, flags, id, &bad))
+            .await
+            .unwrap();
         id += 2;
         let seen = answered(&c, i).await;
-        assert_eq!(seen.answered.len(), i, "malformed request {i} not refused: {seen:?}");
+        assert_eq!(
+            seen.answered.len(),
+            i,
+            "malformed request {i} not refused: {seen:?}"
+        );
         assert_eq!(&seen.answered[i - 1].1[..1], &[0x8c], "not a 400: {seen:?}");
     }
-    c.send(&frame(h2_raw::HEADERS, flags, id, &good)).await.unwrap();
+    c.send(&frame(h2_raw::HEADERS, flags, id, &good))
+        .await
+        .unwrap();
     let seen = answered(&c, 32).await;
-    assert_eq!(seen.answered.last().map(|a| a.0), Some(id), "a good stream after 31 malformed: {seen:?}");
-    assert!(seen.closed_after.is_none(), "closed before the budget: {seen:?}");
+    assert_eq!(
+        seen.answered.last().map(|a| a.0),
+        Some(id),
+        "a good stream after 31 malformed: {seen:?}"
+    );
+    assert!(
+        seen.closed_after.is_none(),
+        "closed before the budget: {seen:?}"
+    );
     assert_eq!(app_saw(&origin, "budget"), 1);
     id += 2;
-    c.send(&frame(h2_raw::HEADERS, flags, id, &bad)).await.unwrap();
+    c.send(&frame(h2_raw::HEADERS, flags, id, &bad))
+        .await
+        .unwrap();
     let seen = c.wait_closed(Duration::from_secs(5)).await;
     println!(
         "malformed requests ({via:?}): 31 refused, then a stream, closed {:?} after the 32nd ({:?})",

@@ -406,6 +406,35 @@ async fn takeover_of_a_half_open_connection_closes_the_old_socket() {
     );
 }
 
+/// A takeover while the app is silent: the first connection is reading and its stream sits in
+/// the event loop, where no event and no heartbeat comes to notice the takeover; the resume
+/// wakes the loop, and the old socket closes at once, not at the app's next event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_while_the_app_is_silent_closes_the_old_socket_at_once() {
+    const HOLD: &str = "/sse?events=5&end=hold";
+    let origin = Origin::start().await;
+    let sc = Sidecar::builder(&origin.url()).config(RESUME).start().await;
+    let mut old = open(sc.addr, "GET", HOLD, &[], None).await;
+    let seen = take(&mut old, 5, "old connection").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let _new = reconnect(sc.addr, HOLD, &seen[4].id, &[]).await;
+    let took_over = Instant::now();
+    let old_end = old.read_to_end(Duration::from_secs(3)).await;
+    let after = took_over.elapsed();
+    println!("old connection ended {old_end:?} {after:?} after the takeover");
+    assert!(
+        matches!(old_end, Some(End::Truncated | End::Error(_))),
+        "the sidecar closes the old socket after a takeover: it ended {old_end:?} after {after:?}"
+    );
+    assert!(
+        after < Duration::from_millis(500),
+        "the old socket closed {after:?} after the takeover"
+    );
+    assert_eq!(origin.requests().len(), 1, "the resume reached the app");
+    assert_eq!(metric0(&sc, RESUMED).await, 1.0);
+}
+
 /// The app ends the stream while its client is away: the resume gets the rest and the clean
 /// end (terminating chunk). The end has now been delivered, so the last id no longer resumes:
 /// a reconnect with it reaches the app as a fresh request carrying the app's own id.

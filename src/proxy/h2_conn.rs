@@ -162,6 +162,9 @@ mod tests {
         drop(b);
         let idle_at = wait.await.unwrap();
         let after = idle_at - ended;
-        assert!(after >= idle && after < idle * 3, "idle {after:?} after the last stream");
+        assert!(
+            after >= idle && after < idle * 3,
+            "idle {after:?} after the last stream"
+        );
     }
 }

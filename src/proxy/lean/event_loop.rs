@@ -26,6 +26,7 @@
 use crate::proxy::http1::body::Decode;
 use crate::proxy::http1::chunked::{advance, body_parts, ChunkHead};
 use crate::proxy::http1::socket::{recv_copy, sendmsg};
+use crate::proxy::resume::relay::Inline;
 use crate::proxy::shared::Shared;
 use crate::proxy::stream::progress::Sent;
 use crate::proxy::stream::{Due, Progress, Unsent};
@@ -40,6 +41,7 @@ use std::io::{self, IoSlice};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake, Waker};
 use std::time::Instant;
@@ -58,6 +60,8 @@ pub(crate) struct ParkedStream {
     /// The client's body is chunked (HTTP/1.1); else it ends with the connection.
     pub(crate) chunked: bool,
     pub(crate) progress: Progress,
+    /// A resumable stream's producer half (memory store): each chunk is logged on its way.
+    pub(crate) resume: Option<Box<Inline>>,
     reply: Option<oneshot::Sender<Box<ParkedStream>>>,
     /// Unique per stream, so a stale timer entry for a reused slot is recognised.
     id: u64,
@@ -71,6 +75,7 @@ impl ParkedStream {
         dec: Decode,
         chunked: bool,
         progress: Progress,
+        resume: Option<Box<Inline>>,
     ) -> (Box<ParkedStream>, oneshot::Receiver<Box<ParkedStream>>) {
         let (tx, rx) = oneshot::channel();
         let now = Instant::now();
@@ -80,6 +85,7 @@ impl ParkedStream {
             dec,
             chunked,
             progress,
+            resume,
             reply: Some(tx),
             id: 0,
             timer_at: now,
@@ -95,6 +101,22 @@ pub(crate) struct Mailbox {
     #[allow(clippy::vec_box)]
     inbox: Mutex<Option<Vec<Box<ParkedStream>>>>,
     wake: EventFd,
+    /// A resumable stream here was taken over by another connection ([`TakenOver`]).
+    recheck: AtomicBool,
+}
+
+/// Wakes a loop to see which of its resumable streams another connection took over.
+struct TakenOver(Arc<Mailbox>);
+
+impl Wake for TakenOver {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.recheck.store(true, Ordering::Release);
+        self.0.notify();
+    }
 }
 
 thread_local! {
@@ -111,6 +133,7 @@ impl Mailbox {
         let mailbox = Arc::new(Mailbox {
             inbox: Mutex::new(Some(Vec::new())),
             wake,
+            recheck: AtomicBool::new(false),
         });
         let this = mailbox.clone();
         std::thread::Builder::new()
@@ -119,6 +142,7 @@ impl Mailbox {
                 let mailbox = this.clone();
                 let looped = Loop {
                     shared,
+                    taken_over: Waker::from(Arc::new(TakenOver(this.clone()))),
                     mailbox: this,
                     s: Streams {
                         ep,
@@ -190,6 +214,8 @@ impl Wake for Mailbox {
 struct Loop {
     shared: Arc<Shared>,
     mailbox: Arc<Mailbox>,
+    /// What a resumable stream's entry wakes when another connection takes it over.
+    taken_over: Waker,
     s: Streams,
     draining: bool,
 }
@@ -244,6 +270,18 @@ impl Loop {
             }
             if woken {
                 self.mailbox.wake.reset();
+                if self.mailbox.recheck.swap(false, Ordering::AcqRel) {
+                    // Its task ends this connection's share of the stream.
+                    for slot in 0..self.s.streams.len() {
+                        let over = self.s.streams[slot]
+                            .as_ref()
+                            .and_then(|l| l.resume.as_ref())
+                            .is_some_and(|r| !r.attached());
+                        if over {
+                            self.s.hand_back(slot);
+                        }
+                    }
+                }
                 if !self.draining && drain.as_mut().poll(&mut cx).is_ready() {
                     // Every stream goes back to its task, whose loop spreads the closes over
                     // the drain window.
@@ -285,8 +323,13 @@ impl Loop {
         let registered = ep
             .add(stream.client.as_raw_fd(), base | CLIENT)
             .and_then(|()| ep.add(stream.app.as_raw_fd(), base | APP));
+        // Watched before it is checked: a take-over in between still wakes the loop.
+        if let Some(r) = &stream.resume {
+            r.watch(Some(self.taken_over.clone()));
+        }
+        let taken_over = stream.resume.as_ref().is_some_and(|r| !r.attached());
         self.s.streams[slot] = Some(stream);
-        if registered.is_err() {
+        if registered.is_err() || taken_over {
             self.s.hand_back(slot);
             return;
         }
@@ -343,6 +386,17 @@ impl Loop {
                 self.s.hand_back(slot);
                 return;
             }
+        };
+        let data = match &mut stream.resume {
+            None => data,
+            Some(r) => match r.append(shared, data) {
+                Some(stamped) => stamped,
+                // Taken over: the chunk is in the log for the new connection.
+                None => {
+                    self.s.hand_back(slot);
+                    return;
+                }
+            },
         };
         let out = stream.progress.chunk(shared, data);
         if !out.bytes.is_empty() && !stream.write(out.bytes, out.sent) {
@@ -429,6 +483,9 @@ impl Streams {
         for fd in [stream.client.as_raw_fd(), stream.app.as_raw_fd()] {
             let _ = self.ep.delete(fd);
         }
+        if let Some(r) = &stream.resume {
+            r.watch(None);
+        }
         send_back(stream);
     }
 }
@@ -514,7 +571,7 @@ mod tests {
         let mut dec = Decode::chunked();
         dec.pending = Bytes::copy_from_slice(pending);
         let progress = Progress::new(&shared, Instant::now(), 0);
-        let (stream, back) = ParkedStream::new(client_side, app_side, dec, true, progress);
+        let (stream, back) = ParkedStream::new(client_side, app_side, dec, true, progress, None);
         assert!(mailbox.submit(stream).is_ok());
         Rig {
             shared,
@@ -687,7 +744,8 @@ mod tests {
         let (client, _client) = pair();
         let (app, _app) = pair();
         let progress = Progress::new(&r.shared, Instant::now(), 0);
-        let (stream, mut back) = ParkedStream::new(client, app, Decode::chunked(), true, progress);
+        let (stream, mut back) =
+            ParkedStream::new(client, app, Decode::chunked(), true, progress, None);
         assert!(r.mailbox.submit(stream).is_ok());
         let _ = handed_back(&mut back);
     }

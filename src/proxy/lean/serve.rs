@@ -22,7 +22,7 @@ use crate::proxy::answers::Answer;
 use crate::proxy::candidate;
 use crate::proxy::headers;
 use crate::proxy::http1::request::Request;
-use crate::proxy::resume::relay::{self as resume_relay, Lookup};
+use crate::proxy::resume::relay::{self as resume_relay, Inline, Lookup};
 use crate::proxy::shared::{Shared, StreamSlot};
 use crate::proxy::stream::{self, respond, Ended, Progress, StreamSummary, WriteError};
 use bytes::Bytes;
@@ -55,18 +55,25 @@ pub(crate) async fn serve(
     // No `&mut` of a local here: a borrowed local keeps its room in this future across every
     // later await, for the stream's whole life (the size budget below catches it).
     let progress = Progress::new(shared, started, live.meta.prefix_bytes);
-    let Live { client, app, meta } = *live;
+    let Live {
+        client,
+        app,
+        meta,
+        resume,
+    } = *live;
+    let here = Resumed {
+        client,
+        app,
+        progress,
+        resume,
+    };
     let next = match Mailbox::current() {
-        Some(mailbox) => park(shared, &mailbox, client, app, meta.http11, progress),
-        None => Ok(Next::Here(Box::new(Resumed {
-            client,
-            app,
-            progress,
-        }))),
+        Some(mailbox) => park(shared, &mailbox, here, meta.http11),
+        None => Ok(Next::Here(Box::new(here))),
     };
     let resumed = match next {
         Ok(Next::Here(r)) => Ok(r),
-        Ok(Next::Loop(back)) => resume(shared, back.await),
+        Ok(Next::Loop(back)) => take_back(shared, back.await),
         Err(ended) => Err(ended),
     };
     let (ended, client) = match resumed {
@@ -100,34 +107,29 @@ enum Next {
 
 /// Hands the stream to this thread's event loop, which carries it for as long as it only
 /// relays events and heartbeats.
-fn park(
-    shared: &Shared,
-    mailbox: &Mailbox,
-    client: ClientConn,
-    app: LeanApp,
-    http11: bool,
-    progress: Progress,
-) -> Result<Next, Ended> {
+fn park(shared: &Shared, mailbox: &Mailbox, here: Resumed, http11: bool) -> Result<Next, Ended> {
     // The loop writes with raw `sendmsg`: a TLS stream stays in its task.
-    let client = match client {
-        ClientConn::Plain(tcp) => tcp,
-        tls @ ClientConn::Tls(_) => {
-            return Ok(Next::Here(Box::new(Resumed {
-                client: tls,
-                app,
-                progress,
-            })))
-        }
+    if let ClientConn::Tls(_) = here.client {
+        return Ok(Next::Here(Box::new(here)));
+    }
+    let Resumed {
+        client: ClientConn::Plain(client),
+        app,
+        progress,
+        resume,
+    } = here
+    else {
+        unreachable!("a TLS client stays in its task (above)");
     };
     // Out of tokio's reactor (a socket in two epoll sets would wake both threads).
     let LeanApp { sock, dec } = app;
     match (client.into_std(), sock.into_std()) {
         (Ok(client), Ok(app)) => {
-            let (parked, back) = ParkedStream::new(client, app, dec, http11, progress);
+            let (parked, back) = ParkedStream::new(client, app, dec, http11, progress, resume);
             match mailbox.submit(parked) {
                 Ok(()) => Ok(Next::Loop(back)),
                 // The loop is gone: the stream stays here.
-                Err(parked) => resume(shared, Ok(parked)).map(Next::Here),
+                Err(parked) => take_back(shared, Ok(parked)).map(Next::Here),
             }
         }
         (Err(e), _) | (_, Err(e)) => Err(moved_badly(shared, progress, &e)),
@@ -135,7 +137,7 @@ fn park(
 }
 
 /// The stream as the event loop handed it back, registered with this task's reactor again.
-fn resume(
+fn take_back(
     shared: &Shared,
     back: Result<Box<ParkedStream>, tokio::sync::oneshot::error::RecvError>,
 ) -> Result<Box<Resumed>, Ended> {
@@ -157,6 +159,7 @@ fn resume(
             client: ClientConn::Plain(client),
             app: LeanApp { sock, dec },
             progress: parked.progress,
+            resume: parked.resume,
         })),
         (Err(e), _) | (_, Err(e)) => Err(moved_badly(shared, parked.progress, &e)),
     }
@@ -164,15 +167,24 @@ fn resume(
 
 /// The rest of the stream in this task's stream loop; the client connection comes back for
 /// the caller to reuse or drop.
-async fn run_stream(shared: &Shared, r: Box<Resumed>, http11: bool) -> (Ended, Option<ClientConn>) {
+async fn run_stream(
+    shared: &Arc<Shared>,
+    r: Box<Resumed>,
+    http11: bool,
+) -> (Ended, Option<ClientConn>) {
     let Resumed {
         mut client,
         mut app,
         progress,
+        resume,
     } = *r;
     let timeout = shared.config.timeouts.sse_write;
     let mut side = LeanClient::streaming(&mut client, http11, timeout);
-    let ended = stream::run(shared, &mut side, &mut app, progress).await;
+    let ended = match resume {
+        // A resumable stream is two halves again from here.
+        Some(inline) => inline.into_halves(shared, &mut side, app, progress).await,
+        None => stream::run(shared, &mut side, &mut app, progress).await,
+    };
     (ended, Some(client))
 }
 
@@ -189,6 +201,8 @@ struct Live {
     client: ClientConn,
     app: LeanApp,
     meta: Meta,
+    /// A resumable stream's producer half, while one task serves both halves.
+    resume: Option<Box<Inline>>,
 }
 
 /// What the task keeps for the stream's log line and the connection's reuse.
@@ -206,6 +220,7 @@ struct Resumed {
     client: ClientConn,
     app: LeanApp,
     progress: Progress,
+    resume: Option<Box<Inline>>,
 }
 
 struct LogFields {
@@ -336,15 +351,22 @@ async fn setup(
     }
 
     // A resumable stream: a producer reads the app into the stream's log, and this
-    // connection is its first consumer.
+    // connection is its first consumer. With the memory store and a plain client, the event
+    // loop carries both halves (resume::relay::Inline) while the client keeps up.
+    let mut resume = None;
     if let Some((entry, first)) = resume_relay::open(shared, &req.header, &head) {
         let wrote_prefix = shared.open_block.is_some();
-        resume_relay::spawn_producer(shared.clone(), entry.clone(), app, wrote_prefix);
-        let mut client = LeanClient::new(&mut sock, http11, keepalive, timeouts.sse_write);
-        let ended =
-            resume_relay::serve_client(shared, &mut client, &entry, &first, started, Ok(())).await;
-        let reuse = resumable(status, &ended, None);
-        return Setup::Done(reuse.then_some((sock, buffered)));
+        if shared.redis.is_none() && !sock.is_tls() {
+            resume = Some(Inline::new(entry, &first, wrote_prefix));
+        } else {
+            resume_relay::spawn_producer(shared.clone(), entry.clone(), app, wrote_prefix);
+            let mut client = LeanClient::new(&mut sock, http11, keepalive, timeouts.sse_write);
+            let ended =
+                resume_relay::serve_client(shared, &mut client, &entry, &first, started, Ok(()))
+                    .await;
+            let reuse = resumable(status, &ended, None);
+            return Setup::Done(reuse.then_some((sock, buffered)));
+        }
     }
 
     let mut client = LeanClient::new(&mut sock, http11, keepalive, timeouts.sse_write);
@@ -353,10 +375,15 @@ async fn setup(
         Err(e) => {
             let summary = StreamSummary::ended_early(shared, e.outcome(), 0);
             done(status, Kind::Sse, Some(&summary), None);
+            if let Some(inline) = resume {
+                // Its client is gone before its first byte: the stream parks at once.
+                (*inline).park_now(shared, app);
+            }
             return Setup::Done(None);
         }
     };
     Setup::Stream(Box::new(Live {
+        resume,
         client: sock,
         app,
         meta: Meta {
@@ -414,7 +441,8 @@ mod size_tests {
         budget(
             "ParkedStream (the event loop's record)",
             std::mem::size_of::<ParkedStream>(),
-            368,
+            // 376: a resumable stream's producer half (a pointer) rides in the loop too.
+            376,
         );
         budget("Progress", std::mem::size_of::<Progress>(), 216);
 

@@ -32,6 +32,7 @@ use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Instant;
 
 /// What a request on a resumable path carrying a `Last-Event-ID` finds.
@@ -153,6 +154,92 @@ pub(crate) fn spawn_producer<A: AppBody + Send + 'static>(
         shared: shared.clone(),
     };
     tokio::spawn(produce(shared, entry, source));
+}
+
+/// A resumable stream's producer half while an event loop carries the stream (memory store
+/// only): the loop reads the app and writes the client itself, and each chunk goes through
+/// [`Inline::append`] on the way — stamped and logged by the same steps as [`produce`], and
+/// read at once by the attached consumer, with no task woken. Whatever else happens (the
+/// client leaves, the app ends, another connection takes the stream over, a drain) hands the
+/// stream back to its task, where [`Inline::into_halves`] makes it the two halves again.
+pub(crate) struct Inline {
+    entry: Arc<Entry>,
+    framer: Framer,
+    generation: u64,
+    /// How far the attached consumer has read: the log's end after each append.
+    at: u64,
+}
+
+impl Inline {
+    /// The producer half of `entry`, opened here and attached to its first consumer.
+    /// `wrote_prefix`: as for [`spawn_producer`].
+    pub(crate) fn new(entry: Arc<Entry>, first: &Attached, wrote_prefix: bool) -> Box<Inline> {
+        Box::new(Inline {
+            framer: Framer::stamping(wrote_prefix, entry.token.clone()),
+            generation: first.generation,
+            at: first.from,
+            entry,
+        })
+    }
+
+    /// Stamps the app's `bytes` into the log and returns them as the consumer reads them
+    /// there; `None` once another connection took the stream over (the bytes wait in the log
+    /// for it).
+    pub(crate) fn append(&mut self, shared: &Shared, bytes: Bytes) -> Option<Bytes> {
+        let store = shared.resume.as_deref()?;
+        let framed = frame(&mut self.framer, bytes);
+        let out = framed.bytes.clone();
+        let max_bytes = store.config().max_bytes;
+        self.at = append(store, &self.entry, framed, max_bytes, Some(self.generation))?;
+        Some(out)
+    }
+
+    /// Whether this connection is still the stream's attached consumer.
+    pub(crate) fn attached(&self) -> bool {
+        self.entry.is_attached(self.generation)
+    }
+
+    /// The event loop to wake if another connection takes the stream over, while it carries
+    /// the stream.
+    pub(crate) fn watch(&self, waker: Option<Waker>) {
+        self.entry.watch(waker);
+    }
+
+    /// Back in the stream's task: a producer task goes on reading `app` into the log, and
+    /// the client's connection consumes it from where the loop left off, with the stream's
+    /// `progress`.
+    pub(crate) async fn into_halves<C: Client + Send, A: AppBody + Send + 'static>(
+        self: Box<Self>,
+        shared: &Arc<Shared>,
+        client: &mut C,
+        app: A,
+        progress: Progress,
+    ) -> Ended {
+        let (entry, generation, at) = (self.entry.clone(), self.generation, self.at);
+        (*self).spawn_producer(shared, app);
+        consume(shared, client, &entry, generation, at, progress).await
+    }
+
+    /// The client left before the stream's first byte: the stream parks at once, its
+    /// producer reading on.
+    pub(crate) fn park_now<A: AppBody + Send + 'static>(self, shared: &Arc<Shared>, app: A) {
+        let (entry, generation) = (self.entry.clone(), self.generation);
+        self.spawn_producer(shared, app);
+        entry.detach(generation, false, &shared.metrics);
+    }
+
+    /// The producer task, reading `app` on from where this half stopped.
+    fn spawn_producer<A: AppBody + Send + 'static>(self, shared: &Arc<Shared>, app: A) {
+        let Inline { entry, framer, .. } = self;
+        entry.watch(None);
+        let source = AppSource {
+            framer,
+            app: Some(app),
+            mirror: None,
+            shared: shared.clone(),
+        };
+        tokio::spawn(produce(shared.clone(), entry, source));
+    }
 }
 
 /// The app's body, stamped with the sidecar's ids, mirrored into the shared store if any.
@@ -295,7 +382,9 @@ async fn produce<S: Source>(shared: Arc<Shared>, entry: Arc<Entry>, mut source: 
             // The grace of a parked stream ran out.
             () = sleep_until(expires) => {}
             chunk = source.next(), if !lagging => match chunk {
-                Ok(Some(framed)) => append(&store, &entry, framed, max_bytes),
+                Ok(Some(framed)) => {
+                    append(&store, &entry, framed, max_bytes, None);
+                }
                 Ok(None) => {
                     finish(&entry, End::Clean);
                     break None;
@@ -361,22 +450,35 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Puts bytes into the log, drops what the bound says, wakes the consumer.
-fn append(store: &Store, entry: &Entry, framed: Framed, max_bytes: usize) {
+/// Puts bytes into the log, drops what the bound says, wakes the consumer. `reader`: the
+/// generation of a consumer that reads them at once ([`Inline`]); then the log's end, if it
+/// is still the attached one.
+fn append(
+    store: &Store,
+    entry: &Entry,
+    framed: Framed,
+    max_bytes: usize,
+    reader: Option<u64>,
+) -> Option<u64> {
     let added = framed.bytes.len();
-    let dropped = {
+    let (dropped, read) = {
         let mut st = entry.lock();
         st.log.push(framed.bytes, &framed.ends);
+        let read = reader.filter(|g| st.attached == Some(*g)).map(|_| {
+            st.consumer_at = st.log.end;
+            st.log.end
+        });
         let keep = st.attached.map(|_| st.consumer_at);
-        st.log.trim(max_bytes, keep)
+        (st.log.trim(max_bytes, keep), read)
     };
     store.account(added as i64 - dropped as i64);
-    entry.changed.notify_waiters();
+    entry.data.notify_waiters();
+    read
 }
 
 fn finish(entry: &Entry, end: End) {
     entry.lock().end = Some(end);
-    entry.changed.notify_waiters();
+    entry.data.notify_waiters();
 }
 
 /// One client connection's share of a resumable stream: its head (again, for a resume) with
@@ -396,7 +498,10 @@ pub(crate) async fn serve_client<C: Client + Send>(
         Err(e) => Err(e),
     };
     match written {
-        Ok(prefix) => consume(shared, client, entry, attached, request_started, prefix).await,
+        Ok(prefix) => {
+            let p = Progress::new(shared, request_started, prefix);
+            consume(shared, client, entry, attached.generation, attached.from, p).await
+        }
         Err(e) => {
             entry.detach(attached.generation, false, &shared.metrics);
             Ended {
@@ -408,32 +513,31 @@ pub(crate) async fn serve_client<C: Client + Send>(
     }
 }
 
-/// Runs one client connection of a resumable stream whose head (and `prefix` bytes of the
-/// opening block) it has written, from `attached.from`. The stream parks when the client
-/// leaves and is over when a client received its end.
+/// Runs one client connection of a resumable stream whose head it has written, as the
+/// consumer of `generation`, from log offset `at` on, with the stream's progress `p`. The
+/// stream parks when the client leaves and is over when a client received its end.
 async fn consume<C: Client + Send>(
     shared: &Shared,
     client: &mut C,
     entry: &Arc<Entry>,
-    attached: &Attached,
-    request_started: Instant,
-    prefix: u64,
+    generation: u64,
+    at: u64,
+    p: Progress,
 ) -> Ended {
     let mut watched = Watched {
         inner: client,
         entry: entry.clone(),
-        generation: attached.generation,
+        generation,
     };
     let mut reader = Reader {
         entry: entry.clone(),
-        at: attached.from,
-        generation: attached.generation,
+        at,
+        generation,
     };
-    let p = Progress::new(shared, request_started, prefix);
     let ended = stream::run(shared, &mut watched, &mut reader, p).await;
     if watched.cancelled() {
         // Closed on purpose: no resume will come; the app's connection closes now.
-        entry.cancel(attached.generation);
+        entry.cancel(generation);
         return ended;
     }
     // The app's end reached the client: clean, or the app's failure (a resume would only
@@ -442,7 +546,7 @@ async fn consume<C: Client + Send>(
         ended.summary.outcome,
         Some(Outcome::Completed | Outcome::UpstreamError)
     );
-    entry.detach(attached.generation, delivered, &shared.metrics);
+    entry.detach(generation, delivered, &shared.metrics);
     ended
 }
 
@@ -456,8 +560,8 @@ struct Reader {
 impl AppBody for Reader {
     async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         loop {
-            let mut changed = pin!(self.entry.changed.notified());
-            changed.as_mut().enable();
+            let mut data = pin!(self.entry.data.notified());
+            data.as_mut().enable();
             {
                 let mut st = self.entry.lock();
                 if let Some(bytes) = st.log.read(self.at) {
@@ -482,7 +586,7 @@ impl AppBody for Reader {
                     };
                 }
             }
-            changed.await;
+            data.await;
         }
     }
 }
@@ -581,7 +685,7 @@ mod tests {
                     let (a, b) = event.split_at(event.len() - 1);
                     for part in [a, b] {
                         let bytes = Bytes::copy_from_slice(part.as_bytes());
-                        append(&store, &entry, frame(&mut framer, bytes), 1 << 20);
+                        append(&store, &entry, frame(&mut framer, bytes), 1 << 20, None);
                     }
                 } else {
                     append(
@@ -589,6 +693,7 @@ mod tests {
                         &entry,
                         frame(&mut framer, Bytes::from(event)),
                         1 << 20,
+                        None,
                     );
                 }
             }

@@ -15,6 +15,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
 use std::time::Instant;
 use tokio::sync::Notify;
 
@@ -39,10 +40,17 @@ pub(crate) struct Entry {
     /// The app's response head, for a resumed connection.
     pub head: ResponseHeader,
     state: Mutex<State>,
-    /// New bytes, the end, a consumer attaching or leaving, or the stream given up.
+    /// A consumer attaching or leaving, or the stream given up: what the producer and an
+    /// attached consumer (taken over) wait for.
     pub(super) changed: Notify,
+    /// New bytes or the end in the log: what a consumer waits for. Apart from `changed`, so
+    /// that a producer is not woken by its own appends.
+    pub(super) data: Notify,
     /// The attached consumer read some bytes: a producer held back by it may read again.
     pub(super) space: Notify,
+    /// The event loop carrying the attached consumer, woken when another client takes the
+    /// stream over (the loop waits on no [`Notify`]).
+    watcher: Mutex<Option<Waker>>,
 }
 
 pub(super) struct State {
@@ -75,7 +83,9 @@ pub(crate) enum End {
 /// past the per-stream bound.
 #[derive(Default)]
 pub(super) struct Log {
-    chunks: VecDeque<Bytes>,
+    /// The bytes held, each chunk with the stream offset of its first byte (a reader finds
+    /// its chunk by binary search: a caught-up reader reads the last one of thousands).
+    chunks: VecDeque<(u64, Bytes)>,
     /// Stream offset of the first byte held.
     pub start: u64,
     /// Stream offset just past the last byte held.
@@ -99,9 +109,10 @@ impl Log {
             self.events.push_back((seq, self.end + at as u64));
             self.last_seq = seq;
         }
+        let at = self.end;
         self.end += bytes.len() as u64;
         if !bytes.is_empty() {
-            self.chunks.push_back(bytes);
+            self.chunks.push_back((at, bytes));
         }
     }
 
@@ -111,15 +122,12 @@ impl Log {
         if at < self.start || at >= self.end {
             return None;
         }
-        let mut offset = self.start;
-        for chunk in &self.chunks {
-            let next = offset + chunk.len() as u64;
-            if at < next {
-                return Some(chunk.slice((at - offset) as usize..));
-            }
-            offset = next;
-        }
-        None
+        let i = self
+            .chunks
+            .partition_point(|(from, _)| *from <= at)
+            .checked_sub(1)?;
+        let (from, chunk) = &self.chunks[i];
+        Some(chunk.slice((at - from) as usize..))
     }
 
     /// Where the bytes after event `seq` start, if the log still holds them.
@@ -147,7 +155,7 @@ impl Log {
             if keep.is_some_and(|k| upto > k) {
                 break;
             }
-            while let Some(front) = self.chunks.front_mut() {
+            while let Some((from, front)) = self.chunks.front_mut() {
                 let len = front.len() as u64;
                 if self.start + len <= upto {
                     self.start += len;
@@ -155,6 +163,7 @@ impl Log {
                 } else {
                     let cut = (upto - self.start) as usize;
                     *front = front.slice(cut..);
+                    *from = upto;
                     self.start = upto;
                     break;
                 }
@@ -395,7 +404,9 @@ impl Entry {
                 cancelled: false,
             }),
             changed: Notify::new(),
+            data: Notify::new(),
             space: Notify::new(),
+            watcher: Mutex::new(None),
         })
     }
 
@@ -428,8 +439,12 @@ impl Entry {
                 replayed: st.log.events_after(seq),
             }
         };
-        // Wakes the producer (no grace timer now) and an old consumer (taken over).
+        // Wakes the producer (no grace timer now) and an old consumer (taken over), in its
+        // task or in an event loop.
         self.changed.notify_waiters();
+        if let Some(loop_) = &*self.watcher.lock().unwrap_or_else(PoisonError::into_inner) {
+            loop_.wake_by_ref();
+        }
         Some(attached)
     }
 
@@ -463,6 +478,11 @@ impl Entry {
             st.cancelled = true;
         }
         self.changed.notify_waiters();
+    }
+
+    /// The event loop to wake when the stream is taken over; `None` once it left the loop.
+    pub(super) fn watch(&self, waker: Option<Waker>) {
+        *self.watcher.lock().unwrap_or_else(PoisonError::into_inner) = waker;
     }
 
     /// Whether the consumer of `generation` is still the attached one.
@@ -599,6 +619,44 @@ mod tests {
         let mut log = log_of(&[b"a\n\n", b"bb\n\n", b"ccc\n\n"]);
         assert_eq!(log.trim(1, Some(3)), 3);
         assert_eq!(read_all(&log, 3), b"bb\n\nccc\n\n");
+    }
+
+    proptest::proptest! {
+        /// Whatever the chunking and trimming, a read at any offset held returns the stream's
+        /// bytes from there to the end of that chunk, and every offset no longer held reads
+        /// nothing.
+        #[test]
+        fn reads_at_any_offset_match_the_stream(
+            events in proptest::collection::vec((1usize..40, 1usize..4), 1..60),
+            max in 0usize..400,
+        ) {
+            let mut log = Log::default();
+            let mut stream = Vec::new();
+            for (seq, &(len, parts)) in events.iter().enumerate() {
+                let event: Vec<u8> = (0..len).map(|i| (stream.len() + i) as u8).collect();
+                let cut = len * (parts - 1) / parts;
+                log.push(Bytes::copy_from_slice(&event[..cut]), &[]);
+                log.push(Bytes::copy_from_slice(&event[cut..]), &[(seq as u64 + 1, len - cut)]);
+                stream.extend_from_slice(&event);
+                if seq % 7 == 6 {
+                    log.trim(max, None);
+                }
+            }
+            log.trim(max, None);
+            proptest::prop_assert_eq!(log.end, stream.len() as u64);
+            for at in 0..=log.end + 1 {
+                let got = log.read(at);
+                if at < log.start || at >= log.end {
+                    proptest::prop_assert!(got.is_none(), "offset {} read past the log", at);
+                    continue;
+                }
+                let got = got.unwrap();
+                proptest::prop_assert!(!got.is_empty());
+                let want = &stream[at as usize..at as usize + got.len()];
+                proptest::prop_assert_eq!(&got[..], want);
+            }
+            proptest::prop_assert_eq!(&read_all(&log, log.start)[..], &stream[log.start as usize..]);
+        }
     }
 
     #[test]
