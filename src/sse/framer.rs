@@ -130,8 +130,12 @@ struct Stamp {
     /// The pending value holds a NUL: the spec ignores the field.
     pending_nul: bool,
     /// For the chunk being scanned: output offsets of dispatching blank
-    /// lines, each with the id line that goes right before it.
-    marks: Vec<(usize, Vec<u8>)>,
+    /// lines, each with where the id line that goes right before it ends in
+    /// `lines` (it starts where the previous one ends).
+    marks: Vec<(usize, usize)>,
+    /// Those id lines, back to back (kept, like `marks`, from chunk to chunk:
+    /// no allocation per event).
+    lines: Vec<u8>,
     /// For the last forwarded bytes: the offset just past the first byte of
     /// each dispatching line end, in order (see [`Framer::event_ends`]).
     ends: Vec<usize>,
@@ -165,9 +169,13 @@ impl Stamp {
     /// An event is dispatched by the blank line at scan position `pos`.
     fn dispatch(&mut self, pos: usize) {
         self.seq += 1;
-        let mut line = Vec::with_capacity(self.token.len() + self.app_id.len() + 32);
-        super::resume_id::ResumeId::write_line(&mut line, &self.token, self.seq, &self.app_id);
-        self.marks.push((self.base + pos, line));
+        super::resume_id::ResumeId::write_line(
+            &mut self.lines,
+            &self.token,
+            self.seq,
+            &self.app_id,
+        );
+        self.marks.push((self.base + pos, self.lines.len()));
     }
 }
 
@@ -203,6 +211,7 @@ impl Framer {
             pending_started: false,
             pending_nul: false,
             marks: Vec::new(),
+            lines: Vec::new(),
             ends: Vec::new(),
             base: 0,
         }));
@@ -237,14 +246,19 @@ impl Framer {
         let fwd = self.forward_unstamped(chunk);
         match self.stamp.as_mut() {
             Some(st) if !st.marks.is_empty() => {
-                let marks = std::mem::take(&mut st.marks);
+                // Each id line shifts everything after it.
+                let mut from = 0;
                 let mut shift = 0;
-                for (at, line) in &marks {
-                    shift += line.len();
+                for &(at, to) in &st.marks {
+                    shift += to - from;
+                    from = to;
                     st.ends.push(at + shift + 1);
                 }
+                let bytes = insert(&fwd.bytes, &st.marks, &st.lines);
+                st.marks.clear();
+                st.lines.clear();
                 Forwarded {
-                    bytes: insert(&fwd.bytes, &marks),
+                    bytes,
                     events: fwd.events,
                 }
             }
@@ -475,15 +489,15 @@ impl Framer {
     }
 }
 
-/// `bytes` with each mark's line inserted at its offset (offsets ascending).
-fn insert(bytes: &[u8], marks: &[(usize, Vec<u8>)]) -> Bytes {
-    let extra: usize = marks.iter().map(|(_, line)| line.len()).sum();
-    let mut out = BytesMut::with_capacity(bytes.len() + extra);
-    let mut last = 0;
-    for (at, line) in marks {
-        out.extend_from_slice(&bytes[last..*at]);
-        out.extend_from_slice(line);
-        last = *at;
+/// `bytes` with each mark's line (from `lines`, back to back) inserted at its
+/// offset (offsets ascending).
+fn insert(bytes: &[u8], marks: &[(usize, usize)], lines: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(bytes.len() + lines.len());
+    let (mut last, mut from) = (0, 0);
+    for &(at, to) in marks {
+        out.extend_from_slice(&bytes[last..at]);
+        out.extend_from_slice(&lines[from..to]);
+        (last, from) = (at, to);
     }
     out.extend_from_slice(&bytes[last..]);
     out.freeze()

@@ -62,7 +62,8 @@ impl<'a> ResumeId<'a> {
         out.extend_from_slice(b"id: ");
         out.extend_from_slice(token.as_bytes());
         out.push(b'.');
-        out.extend_from_slice(seq.to_string().as_bytes());
+        // Into `out` directly: no string allocated per event.
+        let _ = std::io::Write::write_fmt(out, format_args!("{seq}"));
         if !app_id.is_empty() {
             out.push(b'.');
             out.extend_from_slice(app_id);

@@ -472,7 +472,10 @@ fn append(
         (st.log.trim(max_bytes, keep), read)
     };
     store.account(added as i64 - dropped as i64);
-    entry.data.notify_waiters();
+    // The attached consumer read them here; any other reader waits for them.
+    if read.is_none() {
+        entry.data.notify_waiters();
+    }
     read
 }
 
