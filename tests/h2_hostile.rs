@@ -647,7 +647,6 @@ async fn hpack_bomb(via: Via) {
     c.send(&frame(h2_raw::HEADERS, flags, 1, &block))
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
     let refused = |s: &Seen| {
         s.goaway.is_some()
             || s.resets.iter().any(|r| r.0 == 1)
@@ -655,13 +654,7 @@ async fn hpack_bomb(via: Via) {
                 .iter()
                 .any(|(id, b)| *id == 1 && b.windows(3).any(|w| w == b"431"))
     };
-    let seen = loop {
-        let s = c.seen();
-        if refused(&s) || Instant::now() > deadline {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let seen = c.wait_for(Duration::from_secs(3), refused).await;
     println!(
         "HPACK bomb ({via:?}): GOAWAY {:?}, resets {:?}, answers {}",
         seen.goaway,
@@ -700,14 +693,11 @@ async fn streams_past_the_limit(via: Via) {
             .await
             .unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let seen = loop {
-        let s = c.seen();
-        if (s.answered.len() >= 5 && !s.resets.is_empty()) || Instant::now() > deadline {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let seen = c
+        .wait_for(Duration::from_secs(5), |s| {
+            s.answered.len() >= 5 && !s.resets.is_empty()
+        })
+        .await;
     println!(
         "streams past the limit ({via:?}): settings {:?}, resets {:?}, answered {}",
         seen.settings,
@@ -738,19 +728,6 @@ async fn streams_past_the_limit_are_refused_tls() {
 /// them) cost a connection nothing until its 32nd: the connection still serves a stream after 31,
 /// and is closed at the 32nd. The sidecar runs each h2 connection's accept loop itself
 /// (proxy/h2_conn.rs); without the per-connection count a client could send them forever.
-/// What the server sent once it answered `n` streams (5 s at most).
-async fn answered(c: &RawH2, n: usize) -> Seen {
-    seen_when(c, |s| s.answered.len() >= n).await
-}
-
-async fn seen_when(c: &RawH2, done: impl Fn(&Seen) -> bool) -> Seen {
-    let end = Instant::now() + Duration::from_secs(5);
-    while !done(&c.seen()) && Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    c.seen()
-}
-
 async fn malformed_requests_past_the_budget(via: Via) {
     let origin = Origin::start().await;
     let t = Target::start(via, &origin, "").await;
@@ -769,7 +746,9 @@ async fn malformed_requests_past_the_budget(via: Via) {
             .await
             .unwrap();
         id += 2;
-        let seen = answered(&c, i).await;
+        let seen = c
+            .wait_for(Duration::from_secs(5), |s| s.answered.len() >= i)
+            .await;
         assert_eq!(
             seen.answered.len(),
             i,
@@ -780,7 +759,9 @@ async fn malformed_requests_past_the_budget(via: Via) {
     c.send(&frame(h2_raw::HEADERS, flags, id, &good))
         .await
         .unwrap();
-    let seen = answered(&c, 32).await;
+    let seen = c
+        .wait_for(Duration::from_secs(5), |s| s.answered.len() >= 32)
+        .await;
     assert_eq!(
         seen.answered.last().map(|a| a.0),
         Some(id),

@@ -204,11 +204,19 @@ impl RawH2 {
 
     /// Waits until the server ends the connection, at most `deadline`; what it sent.
     pub async fn wait_closed(&self, deadline: Duration) -> Seen {
+        self.wait_for(deadline, |s| s.closed_after.is_some()).await
+    }
+
+    /// Waits until what the server sent satisfies `done`, at most `deadline`; what it sent.
+    pub async fn wait_for(&self, deadline: Duration, done: impl Fn(&Seen) -> bool) -> Seen {
         let end = Instant::now() + deadline;
-        while self.seen().closed_after.is_none() && Instant::now() < end {
+        loop {
+            let seen = self.seen();
+            if done(&seen) || Instant::now() >= end {
+                return seen;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.seen()
     }
 }
 

@@ -273,11 +273,10 @@ impl Loop {
                 if self.mailbox.recheck.swap(false, Ordering::AcqRel) {
                     // Its task ends this connection's share of the stream.
                     for slot in 0..self.s.streams.len() {
-                        let over = self.s.streams[slot]
+                        if self.s.streams[slot]
                             .as_ref()
-                            .and_then(|l| l.resume.as_ref())
-                            .is_some_and(|r| !r.attached());
-                        if over {
+                            .is_some_and(|l| l.taken_over())
+                        {
                             self.s.hand_back(slot);
                         }
                     }
@@ -327,7 +326,7 @@ impl Loop {
         if let Some(r) = &stream.resume {
             r.watch(Some(self.taken_over.clone()));
         }
-        let taken_over = stream.resume.as_ref().is_some_and(|r| !r.attached());
+        let taken_over = stream.taken_over();
         self.s.streams[slot] = Some(stream);
         if registered.is_err() || taken_over {
             self.s.hand_back(slot);
@@ -491,6 +490,11 @@ impl Streams {
 }
 
 impl ParkedStream {
+    /// A resumable stream whose client another connection took over.
+    fn taken_over(&self) -> bool {
+        self.resume.as_ref().is_some_and(|r| !r.attached())
+    }
+
     /// Writes `bytes` framed for the client with one `sendmsg`; `false` when the socket did
     /// not take them all: the rest waits in `progress.unsent` for the task, which finishes the
     /// write (waiting for the socket) or finds the client gone.

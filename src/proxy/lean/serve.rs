@@ -109,18 +109,21 @@ enum Next {
 /// relays events and heartbeats.
 fn park(shared: &Shared, mailbox: &Mailbox, here: Resumed, http11: bool) -> Result<Next, Ended> {
     // The loop writes with raw `sendmsg`: a TLS stream stays in its task.
-    if let ClientConn::Tls(_) = here.client {
-        return Ok(Next::Here(Box::new(here)));
-    }
+    let client = match here.client {
+        ClientConn::Plain(tcp) => tcp,
+        tls @ ClientConn::Tls(_) => {
+            return Ok(Next::Here(Box::new(Resumed {
+                client: tls,
+                ..here
+            })))
+        }
+    };
     let Resumed {
-        client: ClientConn::Plain(client),
         app,
         progress,
         resume,
-    } = here
-    else {
-        unreachable!("a TLS client stays in its task (above)");
-    };
+        ..
+    } = here;
     // Out of tokio's reactor (a socket in two epoll sets would wake both threads).
     let LeanApp { sock, dec } = app;
     match (client.into_std(), sock.into_std()) {

@@ -143,17 +143,29 @@ pub(crate) fn spawn_producer<A: AppBody + Send + 'static>(
     app: A,
     wrote_prefix: bool,
 ) {
+    let framer = Framer::stamping(wrote_prefix, entry.token.clone());
+    start_producer(&shared, entry, framer, app);
+}
+
+/// The producer task of `entry`, reading `app` through `framer` (a fresh one, or the one an
+/// [`Inline`] half stamped the stream with so far), mirrored into the shared store if any.
+fn start_producer<A: AppBody + Send + 'static>(
+    shared: &Arc<Shared>,
+    entry: Arc<Entry>,
+    framer: Framer,
+    app: A,
+) {
     let mirror = shared
         .redis
         .as_ref()
         .map(|redis| super::redis::Mirror::new(redis, &entry));
     let source = AppSource {
-        framer: Framer::stamping(wrote_prefix, entry.token.clone()),
+        framer,
         app: Some(app),
         mirror,
         shared: shared.clone(),
     };
-    tokio::spawn(produce(shared, entry, source));
+    tokio::spawn(produce(shared.clone(), entry, source));
 }
 
 /// A resumable stream's producer half while an event loop carries the stream (memory store
@@ -228,17 +240,12 @@ impl Inline {
         entry.detach(generation, false, &shared.metrics);
     }
 
-    /// The producer task, reading `app` on from where this half stopped.
+    /// The producer task, reading `app` on from where this half stopped (an `Inline` exists
+    /// only without a shared store, so there is no mirror to start).
     fn spawn_producer<A: AppBody + Send + 'static>(self, shared: &Arc<Shared>, app: A) {
         let Inline { entry, framer, .. } = self;
         entry.watch(None);
-        let source = AppSource {
-            framer,
-            app: Some(app),
-            mirror: None,
-            shared: shared.clone(),
-        };
-        tokio::spawn(produce(shared.clone(), entry, source));
+        start_producer(shared, entry, framer, app);
     }
 }
 
