@@ -24,6 +24,10 @@ use memchr::memchr2;
 
 const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
 
+/// Bytes reserved for a chunk's id lines: `id: `, a token, a seq and a short
+/// app id.
+const ID_LINE_ROOM: usize = 64;
+
 /// What [`Framer::forward`] hands back for one upstream chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarded {
@@ -32,6 +36,11 @@ pub struct Forwarded {
     pub bytes: Bytes,
     /// App events completed (dispatched) by this chunk.
     pub events: u32,
+    /// A stamping framer: each event completed in [`Forwarded::bytes`], as its
+    /// seq and the offset just past the first byte of the line end that
+    /// dispatched it, in order (a client that has those bytes has the event).
+    /// Empty, and never allocated, for a framer that does not stamp.
+    pub ends: Vec<(u64, usize)>,
 }
 
 /// How much of the current line has been seen. Only the line's first five
@@ -132,13 +141,15 @@ struct Stamp {
     /// For the chunk being scanned: output offsets of dispatching blank
     /// lines, each with where the id line that goes right before it ends in
     /// `lines` (it starts where the previous one ends).
+    ///
+    /// `marks` and `lines` are empty, with no buffer, between chunks: each
+    /// chunk that completes an event allocates them afresh and frees them
+    /// before [`Framer::forward`] returns. With thousands of streams a buffer
+    /// kept per stream has left the cache by its stream's next event, while
+    /// the allocator hands back memory it just freed, still cached.
     marks: Vec<(usize, usize)>,
-    /// Those id lines, back to back (kept, like `marks`, from chunk to chunk:
-    /// no allocation per event).
+    /// Those id lines, back to back.
     lines: Vec<u8>,
-    /// For the last forwarded bytes: the offset just past the first byte of
-    /// each dispatching line end, in order (see [`Framer::event_ends`]).
-    ends: Vec<usize>,
     /// Added to scan positions to make them output offsets.
     base: usize,
 }
@@ -169,6 +180,10 @@ impl Stamp {
     /// An event is dispatched by the blank line at scan position `pos`.
     fn dispatch(&mut self, pos: usize) {
         self.seq += 1;
+        if self.lines.is_empty() {
+            // Room for a typical id line and then some: no regrowth per event.
+            self.lines.reserve(ID_LINE_ROOM);
+        }
         super::resume_id::ResumeId::write_line(
             &mut self.lines,
             &self.token,
@@ -212,24 +227,9 @@ impl Framer {
             pending_nul: false,
             marks: Vec::new(),
             lines: Vec::new(),
-            ends: Vec::new(),
             base: 0,
         }));
         f
-    }
-
-    /// A stamping framer: events dispatched so far (the last id's seq).
-    pub fn seq(&self) -> Option<u64> {
-        self.stamp.as_ref().map(|s| s.seq)
-    }
-
-    /// A stamping framer, after [`Framer::forward`]: where in the bytes it
-    /// returned each completed event ends — just past the first byte of the
-    /// line end that dispatched it, in order; the last is event
-    /// [`Framer::seq`]. A client that has those bytes has the event. Empty
-    /// for a framer that does not stamp.
-    pub fn event_ends(&self) -> &[usize] {
-        self.stamp.as_ref().map_or(&[], |s| &s.ends)
     }
 
     /// Feeds one upstream chunk; returns the bytes to forward downstream and
@@ -240,26 +240,24 @@ impl Framer {
     /// a BOM: then they are copied in front of this chunk.
     #[must_use]
     pub fn forward(&mut self, chunk: Bytes) -> Forwarded {
-        if let Some(st) = self.stamp.as_mut() {
-            st.ends.clear();
-        }
         let fwd = self.forward_unstamped(chunk);
         match self.stamp.as_mut() {
             Some(st) if !st.marks.is_empty() => {
+                let (marks, lines) = (std::mem::take(&mut st.marks), std::mem::take(&mut st.lines));
                 // Each id line shifts everything after it.
+                let first = st.seq + 1 - marks.len() as u64;
                 let mut from = 0;
                 let mut shift = 0;
-                for &(at, to) in &st.marks {
+                let mut ends = Vec::with_capacity(marks.len());
+                for (i, &(at, to)) in marks.iter().enumerate() {
                     shift += to - from;
                     from = to;
-                    st.ends.push(at + shift + 1);
+                    ends.push((first + i as u64, at + shift + 1));
                 }
-                let bytes = insert(&fwd.bytes, &st.marks, &st.lines);
-                st.marks.clear();
-                st.lines.clear();
                 Forwarded {
-                    bytes,
+                    bytes: insert(&fwd.bytes, &marks, &lines),
                     events: fwd.events,
+                    ends,
                 }
             }
             _ => fwd,
@@ -275,6 +273,7 @@ impl Framer {
                 Forwarded {
                     bytes: chunk,
                     events,
+                    ends: Vec::new(),
                 }
             }
             Bom::Pending(seen) => self.forward_at_start(chunk, usize::from(seen)),
@@ -297,13 +296,21 @@ impl Framer {
             self.set_base(if self.drop_bom { 0 } else { matched });
             let events = self.scan(&rest);
             let bytes = if self.drop_bom { rest } else { chunk };
-            return Forwarded { bytes, events };
+            return Forwarded {
+                bytes,
+                events,
+                ends: Vec::new(),
+            };
         }
         if matched == chunk.len() {
             // Only a BOM prefix so far (or an empty chunk): undecided.
             self.bom = Bom::Pending((seen + matched) as u8);
             let bytes = if self.drop_bom { Bytes::new() } else { chunk };
-            return Forwarded { bytes, events: 0 };
+            return Forwarded {
+                bytes,
+                events: 0,
+                ends: Vec::new(),
+            };
         }
         // Not a BOM: the bytes seen so far start the first line.
         self.bom = Bom::Done;
@@ -320,7 +327,11 @@ impl Framer {
         } else {
             chunk
         };
-        Forwarded { bytes, events }
+        Forwarded {
+            bytes,
+            events,
+            ends: Vec::new(),
+        }
     }
 
     /// Bytes still held back at end of stream: the start of a BOM that never

@@ -197,8 +197,15 @@ pub fn relay_with(app: &[u8], plan: &Plan, token: Option<&str>) -> Relayed {
         }
         app_bytes_out |= !fwd.bytes.is_empty();
         let at = r.output.len();
-        r.event_ends
-            .extend(framer.event_ends().iter().map(|end| at + end));
+        // The seqs of the events ended here: the next ones, in order.
+        let next = r.event_ends.len() as u64 + 1;
+        assert!(
+            fwd.ends.iter().map(|&(seq, _)| seq).eq(next..next + fwd.ends.len() as u64),
+            "event ends numbered {:?} after {} events",
+            fwd.ends,
+            next - 1
+        );
+        r.event_ends.extend(fwd.ends.iter().map(|&(_, end)| at + end));
         r.output.extend_from_slice(&fwd.bytes);
         r.events += u64::from(fwd.events);
         if step_checks {

@@ -317,17 +317,9 @@ impl<A: AppBody + Send> Source for AppSource<A> {
 /// Stamps the app's `bytes` and numbers the events they complete.
 fn frame(framer: &mut Framer, bytes: Bytes) -> Framed {
     let fwd = framer.forward(bytes);
-    let seq = framer.seq().unwrap_or(0);
-    let ends = framer.event_ends();
-    let first = seq + 1 - ends.len() as u64;
-    let ends = ends
-        .iter()
-        .enumerate()
-        .map(|(i, at)| (first + i as u64, *at))
-        .collect();
     Framed {
         bytes: fwd.bytes,
-        ends,
+        ends: fwd.ends,
     }
 }
 

@@ -13,7 +13,6 @@ use crate::proxy::upstream_error::{Failure, UpstreamError};
 use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 use std::time::Instant;
@@ -21,8 +20,6 @@ use tokio::sync::Notify;
 
 pub(crate) struct Store {
     streams: Mutex<HashMap<String, Arc<Entry>>>,
-    /// Bytes held by every stream's log.
-    total: AtomicUsize,
     config: Resume,
     metrics: Arc<Metrics>,
 }
@@ -180,7 +177,6 @@ impl Store {
     pub(crate) fn new(config: Resume, metrics: Arc<Metrics>) -> Store {
         Store {
             streams: Mutex::default(),
-            total: AtomicUsize::new(0),
             config,
             metrics,
         }
@@ -280,7 +276,7 @@ impl Store {
     /// (their producers free it as they stop); when attached streams alone fill the budget,
     /// a new stream goes without resume (counted).
     fn has_room(&self) -> bool {
-        if self.total.load(Ordering::Relaxed) >= self.config.max_total_bytes && !self.evict(0) {
+        if self.total() >= self.config.max_total_bytes && !self.evict(0) {
             self.metrics.resume_unbuffered();
             return false;
         }
@@ -324,15 +320,17 @@ impl Store {
         self.streams().remove(&entry.token);
     }
 
+    /// Bytes held by every stream's log. The gauge `sse_sidecar_resume_buffer_bytes` is the
+    /// count itself: every append updates one shared atomic, not two (it is the one the
+    /// threads contend for).
+    fn total(&self) -> usize {
+        usize::try_from(self.metrics.resume_buffer_bytes()).unwrap_or(0)
+    }
+
     /// Bytes added to (or, negative, dropped from) a log.
     pub(crate) fn account(&self, delta: i64) {
-        if delta >= 0 {
-            self.total.fetch_add(delta as usize, Ordering::Relaxed);
-        } else {
-            self.total.fetch_sub((-delta) as usize, Ordering::Relaxed);
-        }
-        self.metrics.resume_buffer_add(delta);
-        if delta > 0 && self.total.load(Ordering::Relaxed) > self.config.max_total_bytes {
+        let total = self.metrics.resume_buffer_add(delta);
+        if delta > 0 && usize::try_from(total).unwrap_or(0) > self.config.max_total_bytes {
             let _ = self.evict(0);
         }
     }
@@ -341,7 +339,7 @@ impl Store {
     /// (their producers free the bytes and close the app connections). Returns whether any
     /// stream was given up.
     fn evict(&self, room: usize) -> bool {
-        let total = self.total.load(Ordering::Relaxed);
+        let total = self.total();
         let budget = self.config.max_total_bytes.saturating_sub(room);
         if total < budget {
             return false;
