@@ -200,12 +200,16 @@ pub fn relay_with(app: &[u8], plan: &Plan, token: Option<&str>) -> Relayed {
         // The seqs of the events ended here: the next ones, in order.
         let next = r.event_ends.len() as u64 + 1;
         assert!(
-            fwd.ends.iter().map(|&(seq, _)| seq).eq(next..next + fwd.ends.len() as u64),
+            fwd.ends
+                .iter()
+                .map(|&(seq, _)| seq)
+                .eq(next..next + fwd.ends.len() as u64),
             "event ends numbered {:?} after {} events",
             fwd.ends,
             next - 1
         );
-        r.event_ends.extend(fwd.ends.iter().map(|&(_, end)| at + end));
+        r.event_ends
+            .extend(fwd.ends.iter().map(|&(_, end)| at + end));
         r.output.extend_from_slice(&fwd.bytes);
         r.events += u64::from(fwd.events);
         if step_checks {

@@ -26,7 +26,7 @@
 use crate::proxy::http1::body::Decode;
 use crate::proxy::http1::chunked::{advance, body_parts, ChunkHead};
 use crate::proxy::http1::socket::{recv_copy, sendmsg};
-use crate::proxy::resume::relay::Inline;
+use crate::proxy::resume::inline::Inline;
 use crate::proxy::shared::Shared;
 use crate::proxy::stream::progress::Sent;
 use crate::proxy::stream::{Due, Progress, Unsent};

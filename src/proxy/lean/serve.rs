@@ -22,7 +22,8 @@ use crate::proxy::answers::Answer;
 use crate::proxy::candidate;
 use crate::proxy::headers;
 use crate::proxy::http1::request::Request;
-use crate::proxy::resume::relay::{self as resume_relay, Inline, Lookup};
+use crate::proxy::resume::inline::Inline;
+use crate::proxy::resume::relay::{self as resume_relay, Lookup};
 use crate::proxy::shared::{Shared, StreamSlot};
 use crate::proxy::stream::{self, respond, Ended, Progress, StreamSummary, WriteError};
 use bytes::Bytes;
@@ -355,12 +356,12 @@ async fn setup(
 
     // A resumable stream: a producer reads the app into the stream's log, and this
     // connection is its first consumer. With the memory store and a plain client, the event
-    // loop carries both halves (resume::relay::Inline) while the client keeps up.
+    // loop carries both halves (resume::inline::Inline) while the client keeps up.
     let mut resume = None;
     if let Some((entry, first)) = resume_relay::open(shared, &req.header, &head) {
         let wrote_prefix = shared.open_block.is_some();
         if shared.redis.is_none() && !sock.is_tls() {
-            resume = Some(Inline::new(entry, &first, wrote_prefix));
+            resume = Some(Inline::new(shared, entry, &first, wrote_prefix));
         } else {
             resume_relay::spawn_producer(shared.clone(), entry.clone(), app, wrote_prefix);
             let mut client = LeanClient::new(&mut sock, http11, keepalive, timeouts.sse_write);

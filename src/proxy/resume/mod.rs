@@ -3,6 +3,7 @@
 //! a bounded log ([`store`]), and a client that reconnects with one of those ids within
 //! `resume.grace` gets the events after it and then the live stream ([`relay`]).
 
+pub(crate) mod inline;
 pub(crate) mod redis;
 pub(crate) mod relay;
 pub(crate) mod source;

@@ -32,7 +32,6 @@ use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Waker;
 use std::time::Instant;
 
 /// What a request on a resumable path carrying a `Last-Event-ID` finds.
@@ -148,8 +147,8 @@ pub(crate) fn spawn_producer<A: AppBody + Send + 'static>(
 }
 
 /// The producer task of `entry`, reading `app` through `framer` (a fresh one, or the one an
-/// [`Inline`] half stamped the stream with so far), mirrored into the shared store if any.
-fn start_producer<A: AppBody + Send + 'static>(
+/// [`Inline`](super::inline::Inline) half stamped the stream with so far), mirrored into the shared store if any.
+pub(super) fn start_producer<A: AppBody + Send + 'static>(
     shared: &Arc<Shared>,
     entry: Arc<Entry>,
     framer: Framer,
@@ -166,87 +165,6 @@ fn start_producer<A: AppBody + Send + 'static>(
         shared: shared.clone(),
     };
     tokio::spawn(produce(shared.clone(), entry, source));
-}
-
-/// A resumable stream's producer half while an event loop carries the stream (memory store
-/// only): the loop reads the app and writes the client itself, and each chunk goes through
-/// [`Inline::append`] on the way — stamped and logged by the same steps as [`produce`], and
-/// read at once by the attached consumer, with no task woken. Whatever else happens (the
-/// client leaves, the app ends, another connection takes the stream over, a drain) hands the
-/// stream back to its task, where [`Inline::into_halves`] makes it the two halves again.
-pub(crate) struct Inline {
-    entry: Arc<Entry>,
-    framer: Framer,
-    generation: u64,
-    /// How far the attached consumer has read: the log's end after each append.
-    at: u64,
-}
-
-impl Inline {
-    /// The producer half of `entry`, opened here and attached to its first consumer.
-    /// `wrote_prefix`: as for [`spawn_producer`].
-    pub(crate) fn new(entry: Arc<Entry>, first: &Attached, wrote_prefix: bool) -> Box<Inline> {
-        Box::new(Inline {
-            framer: Framer::stamping(wrote_prefix, entry.token.clone()),
-            generation: first.generation,
-            at: first.from,
-            entry,
-        })
-    }
-
-    /// Stamps the app's `bytes` into the log and returns them as the consumer reads them
-    /// there; `None` once another connection took the stream over (the bytes wait in the log
-    /// for it).
-    pub(crate) fn append(&mut self, shared: &Shared, bytes: Bytes) -> Option<Bytes> {
-        let store = shared.resume.as_deref()?;
-        let framed = frame(&mut self.framer, bytes);
-        let out = framed.bytes.clone();
-        let max_bytes = store.config().max_bytes;
-        self.at = append(store, &self.entry, framed, max_bytes, Some(self.generation))?;
-        Some(out)
-    }
-
-    /// Whether this connection is still the stream's attached consumer.
-    pub(crate) fn attached(&self) -> bool {
-        self.entry.is_attached(self.generation)
-    }
-
-    /// The event loop to wake if another connection takes the stream over, while it carries
-    /// the stream.
-    pub(crate) fn watch(&self, waker: Option<Waker>) {
-        self.entry.watch(waker);
-    }
-
-    /// Back in the stream's task: a producer task goes on reading `app` into the log, and
-    /// the client's connection consumes it from where the loop left off, with the stream's
-    /// `progress`.
-    pub(crate) async fn into_halves<C: Client + Send, A: AppBody + Send + 'static>(
-        self: Box<Self>,
-        shared: &Arc<Shared>,
-        client: &mut C,
-        app: A,
-        progress: Progress,
-    ) -> Ended {
-        let (entry, generation, at) = (self.entry.clone(), self.generation, self.at);
-        (*self).spawn_producer(shared, app);
-        consume(shared, client, &entry, generation, at, progress).await
-    }
-
-    /// The client left before the stream's first byte: the stream parks at once, its
-    /// producer reading on.
-    pub(crate) fn park_now<A: AppBody + Send + 'static>(self, shared: &Arc<Shared>, app: A) {
-        let (entry, generation) = (self.entry.clone(), self.generation);
-        self.spawn_producer(shared, app);
-        entry.detach(generation, false, &shared.metrics);
-    }
-
-    /// The producer task, reading `app` on from where this half stopped (an `Inline` exists
-    /// only without a shared store, so there is no mirror to start).
-    fn spawn_producer<A: AppBody + Send + 'static>(self, shared: &Arc<Shared>, app: A) {
-        let Inline { entry, framer, .. } = self;
-        entry.watch(None);
-        start_producer(shared, entry, framer, app);
-    }
 }
 
 /// The app's body, stamped with the sidecar's ids, mirrored into the shared store if any.
@@ -315,7 +233,7 @@ impl<A: AppBody + Send> Source for AppSource<A> {
 }
 
 /// Stamps the app's `bytes` and numbers the events they complete.
-fn frame(framer: &mut Framer, bytes: Bytes) -> Framed {
+pub(super) fn frame(framer: &mut Framer, bytes: Bytes) -> Framed {
     let fwd = framer.forward(bytes);
     Framed {
         bytes: fwd.bytes,
@@ -450,9 +368,9 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Puts bytes into the log, drops what the bound says, wakes the consumer. `reader`: the
-/// generation of a consumer that reads them at once ([`Inline`]); then the log's end, if it
+/// generation of a consumer that reads them at once ([`Inline`](super::inline::Inline)); then the log's end, if it
 /// is still the attached one.
-fn append(
+pub(super) fn append(
     store: &Store,
     entry: &Entry,
     framed: Framed,
@@ -518,7 +436,7 @@ pub(crate) async fn serve_client<C: Client + Send>(
 /// Runs one client connection of a resumable stream whose head it has written, as the
 /// consumer of `generation`, from log offset `at` on, with the stream's progress `p`. The
 /// stream parks when the client leaves and is over when a client received its end.
-async fn consume<C: Client + Send>(
+pub(super) async fn consume<C: Client + Send>(
     shared: &Shared,
     client: &mut C,
     entry: &Arc<Entry>,
