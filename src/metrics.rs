@@ -382,14 +382,13 @@ impl Metrics {
         self.replayed_events_total.inc_by(replayed);
     }
 
-    /// Resume buffers grew (`+`) or shrank (`-`) by `delta` bytes; returns the bytes they
-    /// hold now. The resume store's budget is kept on this gauge (see `Store::account`).
-    pub(crate) fn resume_buffer_add(&self, delta: i64) -> i64 {
+    /// Resume buffers grew (`+`) or shrank (`-`) by `delta` bytes.
+    pub(crate) fn resume_buffer_add(&self, delta: i64) {
         self.resume_buffer_bytes.add(delta);
-        self.resume_buffer_bytes.get()
     }
 
-    /// Bytes the resume buffers hold.
+    /// Bytes the resume buffers hold: the resume store's budget is kept on this gauge (see
+    /// `Store::account`).
     pub(crate) fn resume_buffer_bytes(&self) -> i64 {
         self.resume_buffer_bytes.get()
     }

@@ -244,16 +244,13 @@ impl Framer {
         match self.stamp.as_mut() {
             Some(st) if !st.marks.is_empty() => {
                 let (marks, lines) = (std::mem::take(&mut st.marks), std::mem::take(&mut st.lines));
-                // Each id line shifts everything after it.
+                // Each id line shifts everything after it: past mark `i`, by the id
+                // lines up to it, which end at its `to`.
                 let first = st.seq + 1 - marks.len() as u64;
-                let mut from = 0;
-                let mut shift = 0;
-                let mut ends = Vec::with_capacity(marks.len());
-                for (i, &(at, to)) in marks.iter().enumerate() {
-                    shift += to - from;
-                    from = to;
-                    ends.push((first + i as u64, at + shift + 1));
-                }
+                let ends = (first..)
+                    .zip(&marks)
+                    .map(|(seq, &(at, to))| (seq, at + to + 1))
+                    .collect();
                 Forwarded {
                     bytes: insert(&fwd.bytes, &marks, &lines),
                     events: fwd.events,

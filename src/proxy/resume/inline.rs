@@ -75,31 +75,42 @@ impl Inline {
     /// the client's connection consumes it from where the loop left off, with the stream's
     /// `progress`.
     pub(crate) async fn into_halves<C: Client + Send, A: AppBody + Send + 'static>(
-        self: Box<Self>,
+        mut self: Box<Self>,
         shared: &Arc<Shared>,
         client: &mut C,
         app: A,
         progress: Progress,
     ) -> Ended {
-        let (entry, generation, at) = (self.entry.clone(), self.generation, self.at);
-        (*self).spawn_producer(shared, app);
-        consume(shared, client, &entry, generation, at, progress).await
+        self.hand_on(shared, app);
+        consume(
+            shared,
+            client,
+            &self.entry,
+            self.generation,
+            self.at,
+            progress,
+        )
+        .await
     }
 
     /// The client left before the stream's first byte: the stream parks at once, its
     /// producer reading on.
-    pub(crate) fn park_now<A: AppBody + Send + 'static>(self, shared: &Arc<Shared>, app: A) {
-        let (entry, generation) = (self.entry.clone(), self.generation);
-        self.spawn_producer(shared, app);
-        entry.detach(generation, false, &shared.metrics);
+    pub(crate) fn park_now<A: AppBody + Send + 'static>(mut self, shared: &Arc<Shared>, app: A) {
+        self.park(shared, app);
     }
 
-    /// The producer task, reading `app` on from where this half stopped (an `Inline` exists
-    /// only without a shared store, so there is no mirror to start).
-    fn spawn_producer<A: AppBody + Send + 'static>(mut self, shared: &Arc<Shared>, app: A) {
+    /// The stream's producer task goes on reading `app` from where this half stopped, and
+    /// this half's consumer is gone.
+    fn park<A: AppBody + Send + 'static>(&mut self, shared: &Arc<Shared>, app: A) {
+        self.hand_on(shared, app);
+        self.entry.detach(self.generation, false, &shared.metrics);
+    }
+
+    /// The producer task, reading `app` on with this half's framer (an `Inline` exists only
+    /// without a shared store, so there is no mirror to start).
+    fn hand_on<A: AppBody + Send + 'static>(&mut self, shared: &Arc<Shared>, app: A) {
         self.home = None;
         let framer = std::mem::replace(&mut self.framer, Framer::new(false));
-        self.entry.watch(None);
         start_producer(shared, self.entry.clone(), framer, app);
     }
 }
@@ -114,12 +125,11 @@ impl Drop for Inline {
         let Some((runtime, shared)) = self.home.take() else {
             return;
         };
-        let framer = std::mem::replace(&mut self.framer, Framer::new(false));
+        // The loop registered its waker and never took it back.
         self.entry.watch(None);
         // Possibly on the loop's own thread, outside any runtime.
         let _runtime = runtime.enter();
-        start_producer(&shared, self.entry.clone(), framer, Lost);
-        self.entry.detach(self.generation, false, &shared.metrics);
+        self.park(&shared, Lost);
     }
 }
 

@@ -329,8 +329,8 @@ impl Store {
 
     /// Bytes added to (or, negative, dropped from) a log.
     pub(crate) fn account(&self, delta: i64) {
-        let total = self.metrics.resume_buffer_add(delta);
-        if delta > 0 && usize::try_from(total).unwrap_or(0) > self.config.max_total_bytes {
+        self.metrics.resume_buffer_add(delta);
+        if delta > 0 && self.total() > self.config.max_total_bytes {
             let _ = self.evict(0);
         }
     }
