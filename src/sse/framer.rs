@@ -22,6 +22,8 @@
 use bytes::{Bytes, BytesMut};
 use memchr::memchr2;
 
+use super::resume_id::Token;
+
 const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
 
 /// Bytes reserved for a chunk's id lines: `id: `, a token, a seq and a short
@@ -121,32 +123,42 @@ pub struct Framer {
     stamp: Option<Box<Stamp>>,
 }
 
-/// A stamping framer's state: the stream's token, the app's ids, and where
-/// the chunk being scanned needs id lines.
+/// A stamping framer's state between chunks: the stream's token, the events
+/// so far and the app's ids.
+///
+/// With thousands of streams a stream's state has left the cache by its
+/// next event, so what an event without an `id` field of the app's touches
+/// (`seq`, `app_id`'s length, `token`) is one cache line, and the token is
+/// held inline rather than behind a pointer of its own. Where a chunk's id
+/// lines go is gathered in [`IdLines`], which lives only while the chunk is
+/// forwarded.
 #[derive(Debug, Clone)]
+#[repr(C, align(64))]
 struct Stamp {
-    token: String,
     /// Events dispatched so far.
     seq: u64,
     /// The app's last event ID buffer (WHATWG HTML §9.2.6): set by every
     /// `id` field without NUL, kept across events.
     app_id: Vec<u8>,
-    /// The value of the `id` line being read.
-    pending: Vec<u8>,
+    token: Token,
     /// The first byte of the pending value was seen (a leading space, if
     /// any, is already skipped).
     pending_started: bool,
     /// The pending value holds a NUL: the spec ignores the field.
     pending_nul: bool,
-    /// For the chunk being scanned: output offsets of dispatching blank
-    /// lines, each with where the id line that goes right before it ends in
-    /// `lines` (it starts where the previous one ends).
-    ///
-    /// `marks` and `lines` are empty, with no buffer, between chunks: each
-    /// chunk that completes an event allocates them afresh and frees them
-    /// before [`Framer::forward`] returns. With thousands of streams a buffer
-    /// kept per stream has left the cache by its stream's next event, while
-    /// the allocator hands back memory it just freed, still cached.
+    /// The value of the `id` line being read.
+    pending: Vec<u8>,
+}
+
+/// For the chunk being forwarded by a stamping framer: where its id lines go.
+/// Empty, with no buffer, until the chunk completes an event; the allocator
+/// hands back memory it just freed, still cached, where a buffer kept per
+/// stream would have left the cache by the stream's next event.
+#[derive(Default)]
+struct IdLines {
+    /// Output offsets of dispatching blank lines, each with where the id line
+    /// that goes right before it ends in `lines` (it starts where the
+    /// previous one ends).
     marks: Vec<(usize, usize)>,
     /// Those id lines, back to back.
     lines: Vec<u8>,
@@ -178,19 +190,14 @@ impl Stamp {
     }
 
     /// An event is dispatched by the blank line at scan position `pos`.
-    fn dispatch(&mut self, pos: usize) {
+    fn dispatch(&mut self, pos: usize, ids: &mut IdLines) {
         self.seq += 1;
-        if self.lines.is_empty() {
+        if ids.lines.is_empty() {
             // Room for a typical id line and then some: no regrowth per event.
-            self.lines.reserve(ID_LINE_ROOM);
+            ids.lines.reserve(ID_LINE_ROOM);
         }
-        super::resume_id::ResumeId::write_line(
-            &mut self.lines,
-            &self.token,
-            self.seq,
-            &self.app_id,
-        );
-        self.marks.push((self.base + pos, self.lines.len()));
+        super::resume_id::ResumeId::write_line(&mut ids.lines, &self.token, self.seq, &self.app_id);
+        ids.marks.push((ids.base + pos, ids.lines.len()));
     }
 }
 
@@ -216,18 +223,15 @@ impl Framer {
     /// A framer for a resumable stream: as [`Framer::new`], and every
     /// dispatched event gets `id: <token>.<seq>[.<app id>]` (see
     /// [`super::resume_id`]) right before the blank line that dispatches it.
-    pub fn stamping(wrote_prefix: bool, token: String) -> Self {
+    pub fn stamping(wrote_prefix: bool, token: Token) -> Self {
         let mut f = Framer::new(wrote_prefix);
         f.stamp = Some(Box::new(Stamp {
-            token,
             seq: 0,
             app_id: Vec::new(),
-            pending: Vec::new(),
+            token,
             pending_started: false,
             pending_nul: false,
-            marks: Vec::new(),
-            lines: Vec::new(),
-            base: 0,
+            pending: Vec::new(),
         }));
         f
     }
@@ -240,10 +244,11 @@ impl Framer {
     /// a BOM: then they are copied in front of this chunk.
     #[must_use]
     pub fn forward(&mut self, chunk: Bytes) -> Forwarded {
-        let fwd = self.forward_unstamped(chunk);
-        match self.stamp.as_mut() {
-            Some(st) if !st.marks.is_empty() => {
-                let (marks, lines) = (std::mem::take(&mut st.marks), std::mem::take(&mut st.lines));
+        let mut ids = IdLines::default();
+        let fwd = self.forward_unstamped(chunk, &mut ids);
+        match self.stamp.as_ref() {
+            Some(st) if !ids.marks.is_empty() => {
+                let IdLines { marks, lines, .. } = ids;
                 // Each id line shifts everything after it: past mark `i`, by the id
                 // lines up to it, which end at its `to`.
                 let first = st.seq + 1 - marks.len() as u64;
@@ -261,25 +266,25 @@ impl Framer {
         }
     }
 
-    /// [`Framer::forward`] before id lines go in.
+    /// [`Framer::forward`] before id lines go in, which `ids` gathers.
     #[inline]
-    fn forward_unstamped(&mut self, chunk: Bytes) -> Forwarded {
+    fn forward_unstamped(&mut self, chunk: Bytes, ids: &mut IdLines) -> Forwarded {
         match self.bom {
             Bom::Done => {
-                let events = self.scan(&chunk);
+                let events = self.scan(&chunk, ids);
                 Forwarded {
                     bytes: chunk,
                     events,
                     ends: Vec::new(),
                 }
             }
-            Bom::Pending(seen) => self.forward_at_start(chunk, usize::from(seen)),
+            Bom::Pending(seen) => self.forward_at_start(chunk, usize::from(seen), ids),
         }
     }
 
     /// [`Framer::forward`] while the first bytes could still be a BOM.
     #[cold]
-    fn forward_at_start(&mut self, chunk: Bytes, seen: usize) -> Forwarded {
+    fn forward_at_start(&mut self, chunk: Bytes, seen: usize, ids: &mut IdLines) -> Forwarded {
         let want = &BOM[seen..];
         let matched = chunk
             .iter()
@@ -290,8 +295,8 @@ impl Framer {
             // A whole BOM. Classification starts after it either way.
             self.bom = Bom::Done;
             let rest = chunk.slice(matched..);
-            self.set_base(if self.drop_bom { 0 } else { matched });
-            let events = self.scan(&rest);
+            ids.base = if self.drop_bom { 0 } else { matched };
+            let events = self.scan(&rest, ids);
             let bytes = if self.drop_bom { rest } else { chunk };
             return Forwarded {
                 bytes,
@@ -312,10 +317,10 @@ impl Framer {
         // Not a BOM: the bytes seen so far start the first line.
         self.bom = Bom::Done;
         // BOM bytes hold no CR/LF, so this only classifies the line start.
-        let _ = self.scan(&BOM[..seen + matched]);
+        let _ = self.scan(&BOM[..seen + matched], ids);
         let released = if self.drop_bom { seen } else { 0 };
-        self.set_base(released + matched);
-        let events = self.scan(&chunk[matched..]);
+        ids.base = released + matched;
+        let events = self.scan(&chunk[matched..], ids);
         let bytes = if self.drop_bom && seen > 0 {
             let mut joined = BytesMut::with_capacity(seen + chunk.len());
             joined.extend_from_slice(&BOM[..seen]);
@@ -338,7 +343,7 @@ impl Framer {
         match self.bom {
             Bom::Pending(seen) if self.drop_bom && seen > 0 => {
                 self.bom = Bom::Done;
-                let _ = self.scan(&BOM[..usize::from(seen)]);
+                let _ = self.scan(&BOM[..usize::from(seen)], &mut IdLines::default());
                 Bytes::from_static(&BOM[..usize::from(seen)])
             }
             _ => Bytes::new(),
@@ -386,27 +391,18 @@ impl Framer {
             )
     }
 
-    /// Where the next scanned slice starts in the bytes forwarded (stamping).
-    fn set_base(&mut self, base: usize) {
-        if let Some(st) = self.stamp.as_mut() {
-            st.base = base;
-        }
-    }
-
     /// Runs the line state machine over `buf`; returns events dispatched.
-    /// A stamping framer also records where id lines go (relative to the
-    /// base set for this slice, 0 unless [`Framer::set_base`] said else).
-    fn scan(&mut self, buf: &[u8]) -> u32 {
-        let ids = self.stamp.is_some();
+    /// A stamping framer also records in `ids` where id lines go: at scan
+    /// positions plus `ids.base`, which is 0 again for the next slice.
+    fn scan(&mut self, buf: &[u8], ids: &mut IdLines) -> u32 {
         let events = self.scan_lines(buf, ids);
-        if let Some(st) = self.stamp.as_mut() {
-            st.base = 0;
-        }
+        ids.base = 0;
         events
     }
 
     #[inline]
-    fn scan_lines(&mut self, buf: &[u8], ids: bool) -> u32 {
+    fn scan_lines(&mut self, buf: &[u8], out: &mut IdLines) -> u32 {
+        let ids = self.stamp.is_some();
         let mut events = 0u32;
         let mut i = 0;
         if self.after_cr {
@@ -442,7 +438,7 @@ impl Framer {
                 i
             };
             // buf[end] is CR or LF: the current line ends here.
-            if self.end_line(end) {
+            if self.end_line(end, out) {
                 events = events.saturating_add(1);
             }
             i = end + 1;
@@ -459,7 +455,7 @@ impl Framer {
 
     /// Ends the current line, whose end is at scan position `pos`; returns
     /// whether it dispatched an event.
-    fn end_line(&mut self, pos: usize) -> bool {
+    fn end_line(&mut self, pos: usize, ids: &mut IdLines) -> bool {
         let line = std::mem::replace(&mut self.line, Line::Start);
         match line {
             Line::Start => {
@@ -468,7 +464,7 @@ impl Framer {
                 self.block_open = false;
                 if dispatched {
                     if let Some(st) = self.stamp.as_mut() {
-                        st.dispatch(pos);
+                        st.dispatch(pos, ids);
                     }
                 }
                 dispatched

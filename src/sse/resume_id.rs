@@ -15,6 +15,47 @@
 /// Length of a token: 16 random bytes in base64url without padding.
 pub const TOKEN_LEN: usize = 22;
 
+/// A stream's token, held inline (a stamping framer writes it into every
+/// event's id, and reads it from where its other per-event state is).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Token([u8; TOKEN_LEN]);
+
+impl Token {
+    /// `token` as a [`Token`]; `None` unless it is [`TOKEN_LEN`] base64url
+    /// characters.
+    pub fn new(token: &str) -> Option<Token> {
+        let bytes: [u8; TOKEN_LEN] = token.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|&b| is_token_byte(b))
+            .then_some(Token(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever made of ASCII (see `Token::new` and `new_token`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Token {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({})", self.as_str())
+    }
+}
+
 /// A parsed `Last-Event-ID` of ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResumeId<'a> {
@@ -73,29 +114,30 @@ impl<'a> ResumeId<'a> {
 }
 
 /// A fresh stream token: 128 bits from the operating system's generator.
-pub fn new_token() -> Result<String, getrandom::Error> {
+pub fn new_token() -> Result<Token, getrandom::Error> {
     let mut raw = [0u8; 16];
     getrandom::fill(&mut raw)?;
-    Ok(base64url(&raw))
+    Ok(Token(base64url(&raw)))
 }
 
 /// base64url without padding (RFC 4648 §5).
-fn base64url(raw: &[u8; 16]) -> String {
+fn base64url(raw: &[u8; 16]) -> [u8; TOKEN_LEN] {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bits: u32 = 0;
     let mut n = 0;
-    let mut out = String::with_capacity(TOKEN_LEN);
+    let mut out = [0u8; TOKEN_LEN];
+    let mut len = 0;
     for &b in raw {
         bits = (bits << 8) | u32::from(b);
         n += 8;
         while n >= 6 {
             n -= 6;
-            out.push(char::from(ALPHABET[((bits >> n) & 63) as usize]));
+            out[len] = ALPHABET[((bits >> n) & 63) as usize];
+            len += 1;
         }
     }
-    if n > 0 {
-        out.push(char::from(ALPHABET[((bits << (6 - n)) & 63) as usize]));
-    }
+    // 128 bits: 21 whole sextets and 2 bits left.
+    out[len] = ALPHABET[((bits << (6 - n)) & 63) as usize];
     out
 }
 
@@ -112,8 +154,17 @@ mod tests {
         assert_eq!(a.len(), TOKEN_LEN);
         assert!(a.bytes().all(is_token_byte), "{a}");
         assert_ne!(a, b);
-        assert_eq!(base64url(&[0xff; 16]), "_____________________w");
-        assert_eq!(base64url(&[0; 16]), T);
+        assert_eq!(&base64url(&[0xff; 16]), b"_____________________w");
+        assert_eq!(&base64url(&[0; 16]), T.as_bytes());
+        assert_eq!(Token::new(T).map(|t| t.to_string()).as_deref(), Some(T));
+        for bad in [
+            "",
+            "AAAA",
+            "AAAAAAAAAAAAAAAAAAAAA.",
+            "AAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert_eq!(Token::new(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

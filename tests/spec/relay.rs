@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use super::{parse, Item, Parsed};
 use bytes::Bytes;
-use sse_sidecar::sse::resume_id::ResumeId;
+use sse_sidecar::sse::resume_id::{ResumeId, Token};
 use sse_sidecar::sse::{comment_block, open_block, retry_block, Framer};
 
 /// `Err(message)` unless `cond`.
@@ -144,7 +144,10 @@ pub fn relay_with(app: &[u8], plan: &Plan, token: Option<&str>) -> Relayed {
         .opening
         .and_then(|(comment, padding, retry)| open_block(comment, padding, retry));
     let mut framer = match token {
-        Some(t) => Framer::stamping(open.is_some(), t.to_string()),
+        Some(t) => Framer::stamping(
+            open.is_some(),
+            Token::new(t).expect("a token of TOKEN_LEN characters"),
+        ),
         None => Framer::new(open.is_some()),
     };
     if let Some(block) = &open {

@@ -40,7 +40,7 @@ impl Inline {
         wrote_prefix: bool,
     ) -> Box<Inline> {
         Box::new(Inline {
-            framer: Framer::stamping(wrote_prefix, entry.token.clone()),
+            framer: Framer::stamping(wrote_prefix, entry.token),
             generation: first.generation,
             at: first.from,
             entry,

@@ -142,7 +142,7 @@ pub(crate) fn spawn_producer<A: AppBody + Send + 'static>(
     app: A,
     wrote_prefix: bool,
 ) {
-    let framer = Framer::stamping(wrote_prefix, entry.token.clone());
+    let framer = Framer::stamping(wrote_prefix, entry.token);
     start_producer(&shared, entry, framer, app);
 }
 
@@ -598,7 +598,7 @@ mod tests {
             let (store, metrics) = store();
             let head = ResponseHeader::build(200, None).unwrap();
             let entry = store.open(&request(), head).unwrap();
-            let mut framer = Framer::stamping(true, entry.token.clone());
+            let mut framer = Framer::stamping(true, entry.token);
             for n in 1..=5 {
                 let event = format!("id: {n}\ndata: x{n}\n\n");
                 if split {

@@ -10,6 +10,7 @@
 use crate::config::Resume;
 use crate::metrics::Metrics;
 use crate::proxy::upstream_error::{Failure, UpstreamError};
+use crate::sse::resume_id::Token;
 use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::collections::{HashMap, VecDeque};
@@ -28,15 +29,20 @@ pub(crate) struct Store {
 pub(crate) type Credentials = [u8; 32];
 
 /// One resumable stream.
+///
+/// Laid out for the append of every chunk, after its stream's state has left the cache: the
+/// lock and what an append reads and writes under it (the start of [`State`], the start of
+/// [`Log`]) are the first 128 bytes, a pair of cache lines fetched together.
+#[repr(C, align(128))]
 pub(crate) struct Entry {
-    pub token: String,
+    state: Mutex<State>,
+    pub token: Token,
     /// Hash of the credentials of the client that opened it.
     pub(super) credentials: Credentials,
     /// The request target (path and query) it was opened for.
     pub(super) target: Vec<u8>,
     /// The app's response head, for a resumed connection.
     pub head: ResponseHeader,
-    state: Mutex<State>,
     /// A consumer attaching or leaving, or the stream given up: what the producer and an
     /// attached consumer (taken over) wait for.
     pub(super) changed: Notify,
@@ -50,15 +56,17 @@ pub(crate) struct Entry {
     watcher: Mutex<Option<Waker>>,
 }
 
+/// What a stream's lock guards; the fields an append uses first (see [`Entry`]).
+#[repr(C)]
 pub(super) struct State {
-    pub log: Log,
     /// The generation of the consumer attached now; `None` while parked.
     pub attached: Option<u64>,
+    /// How far the attached consumer has read.
+    pub consumer_at: u64,
+    pub log: Log,
     generation: u64,
     /// Since when no client is attached.
     pub parked_since: Option<Instant>,
-    /// How far the attached consumer has read.
-    pub consumer_at: u64,
     /// How the app's stream ended (its last bytes are in the log).
     pub end: Option<End>,
     /// A client received the end: no id of this stream resumes any more.
@@ -78,21 +86,38 @@ pub(crate) enum End {
 
 /// The bytes sent to a stream's clients, from its start; the oldest whole events are dropped
 /// past the per-stream bound.
+///
+/// An append touches the fields up to `chunks` and one new chunk record: an event's end is
+/// kept in the record of the chunk that completes it, and only the other events a chunk
+/// completes (an app writing several at once) go to `inner`.
 #[derive(Default)]
+#[repr(C)]
 pub(super) struct Log {
-    /// The bytes held, each chunk with the stream offset of its first byte (a reader finds
-    /// its chunk by binary search: a caught-up reader reads the last one of thousands).
-    chunks: VecDeque<(u64, Bytes)>,
     /// Stream offset of the first byte held.
     pub start: u64,
     /// Stream offset just past the last byte held.
     pub end: u64,
-    /// Each complete event still held: its seq and the offset just past it.
-    events: VecDeque<(u64, u64)>,
     /// The last event dropped (0 before any): resuming after it starts at `start`.
     floor_seq: u64,
     /// The last event completed.
     pub last_seq: u64,
+    /// The bytes held, in order (a reader finds its chunk by binary search: a caught-up
+    /// reader reads the last one of thousands).
+    chunks: VecDeque<Chunk>,
+    /// Events completed in a chunk before the last one it completes, still held: each one's
+    /// seq and the offset just past it.
+    inner: VecDeque<(u64, u64)>,
+}
+
+/// A chunk of the log and the last event it completes.
+struct Chunk {
+    /// Stream offset of its first byte.
+    at: u64,
+    bytes: Bytes,
+    /// The last event completed by the end of this chunk, in it or before it.
+    seq: u64,
+    /// Stream offset just past event `seq` when this chunk completes it.
+    seq_end: u64,
 }
 
 impl Log {
@@ -102,14 +127,22 @@ impl Log {
 
     /// Appends bytes; `ends` are (seq, offset within `bytes` just past the event).
     pub(super) fn push(&mut self, bytes: Bytes, ends: &[(u64, usize)]) {
-        for &(seq, at) in ends {
-            self.events.push_back((seq, self.end + at as u64));
-            self.last_seq = seq;
-        }
         let at = self.end;
+        let mut seq_end = 0;
+        if let Some((&(last, off), rest)) = ends.split_last() {
+            self.inner
+                .extend(rest.iter().map(|&(seq, off)| (seq, at + off as u64)));
+            self.last_seq = last;
+            seq_end = at + off as u64;
+        }
         self.end += bytes.len() as u64;
         if !bytes.is_empty() {
-            self.chunks.push_back((at, bytes));
+            self.chunks.push_back(Chunk {
+                at,
+                bytes,
+                seq: self.last_seq,
+                seq_end,
+            });
         }
     }
 
@@ -119,12 +152,9 @@ impl Log {
         if at < self.start || at >= self.end {
             return None;
         }
-        let i = self
-            .chunks
-            .partition_point(|(from, _)| *from <= at)
-            .checked_sub(1)?;
-        let (from, chunk) = &self.chunks[i];
-        Some(chunk.slice((at - from) as usize..))
+        let i = self.chunks.partition_point(|c| c.at <= at).checked_sub(1)?;
+        let c = &self.chunks[i];
+        Some(c.bytes.slice((at - c.at) as usize..))
     }
 
     /// Where the bytes after event `seq` start, if the log still holds them.
@@ -132,8 +162,23 @@ impl Log {
         if seq == self.floor_seq {
             return Some(self.start);
         }
-        let i = self.events.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
-        Some(self.events[i].1)
+        if seq < self.floor_seq {
+            return None;
+        }
+        self.end_of(seq)
+    }
+
+    /// The offset just past event `seq`, one the log holds.
+    fn end_of(&self, seq: u64) -> Option<u64> {
+        // The chunk that completes it: the first whose last completed event is it or later.
+        let c = self
+            .chunks
+            .get(self.chunks.partition_point(|c| c.seq < seq))?;
+        if c.seq == seq {
+            return Some(c.seq_end);
+        }
+        let i = self.inner.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+        Some(self.inner[i].1)
     }
 
     /// Events completed after `seq`.
@@ -145,29 +190,32 @@ impl Log {
     /// (what an attached consumer has not read yet). Returns the bytes dropped.
     pub(super) fn trim(&mut self, max: usize, keep: Option<u64>) -> usize {
         let before = self.len();
-        while self.len() > max {
-            let Some(&(seq, upto)) = self.events.front() else {
+        while self.len() > max && self.floor_seq < self.last_seq {
+            let seq = self.floor_seq + 1;
+            let Some(upto) = self.end_of(seq) else {
                 break;
             };
             if keep.is_some_and(|k| upto > k) {
                 break;
             }
-            while let Some((from, front)) = self.chunks.front_mut() {
-                let len = front.len() as u64;
+            while let Some(front) = self.chunks.front_mut() {
+                let len = front.bytes.len() as u64;
                 if self.start + len <= upto {
                     self.start += len;
                     self.chunks.pop_front();
                 } else {
                     let cut = (upto - self.start) as usize;
-                    *front = front.slice(cut..);
-                    *from = upto;
+                    front.bytes = front.bytes.slice(cut..);
+                    front.at = upto;
                     self.start = upto;
                     break;
                 }
             }
             self.start = upto;
             self.floor_seq = seq;
-            self.events.pop_front();
+            while self.inner.front().is_some_and(|&(s, _)| s <= seq) {
+                self.inner.pop_front();
+            }
         }
         before - self.len()
     }
@@ -242,7 +290,8 @@ impl Store {
         let token = crate::sse::resume_id::new_token().ok()?;
         let credentials = self.credentials(req, &token);
         let entry = Entry::new(token, credentials, req.raw_path().to_vec(), head, 0);
-        self.streams().insert(entry.token.clone(), entry.clone());
+        self.streams()
+            .insert(entry.token.to_string(), entry.clone());
         Some(entry)
     }
 
@@ -263,12 +312,12 @@ impl Store {
         if !self.has_room() {
             return None;
         }
-        let entry = Entry::new(token.to_string(), credentials, target, head, after);
+        let entry = Entry::new(Token::new(token)?, credentials, target, head, after);
         let mut streams = self.streams();
         if let Some(entry) = streams.get(token) {
             return Some((entry.clone(), false));
         }
-        streams.insert(entry.token.clone(), entry.clone());
+        streams.insert(entry.token.to_string(), entry.clone());
         Some((entry, true))
     }
 
@@ -317,7 +366,7 @@ impl Store {
             held
         };
         self.account(-(held as i64));
-        self.streams().remove(&entry.token);
+        self.streams().remove(entry.token.as_str());
     }
 
     /// Bytes held by every stream's log. The gauge `sse_sidecar_resume_buffer_bytes` is the
@@ -375,32 +424,32 @@ impl Entry {
     /// A stream attached to its first consumer (generation 1), whose log starts after event
     /// `after` (0 for a stream opened here).
     fn new(
-        token: String,
+        token: Token,
         credentials: Credentials,
         target: Vec<u8>,
         head: ResponseHeader,
         after: u64,
     ) -> Arc<Entry> {
         Arc::new(Entry {
-            token,
-            credentials,
-            target,
-            head,
             state: Mutex::new(State {
+                attached: Some(1),
+                consumer_at: 0,
                 log: Log {
                     floor_seq: after,
                     last_seq: after,
                     ..Log::default()
                 },
-                attached: Some(1),
                 generation: 1,
                 parked_since: None,
-                consumer_at: 0,
                 end: None,
                 end_delivered: false,
                 evicted: false,
                 cancelled: false,
             }),
+            token,
+            credentials,
+            target,
+            head,
             changed: Notify::new(),
             data: Notify::new(),
             space: Notify::new(),
@@ -654,6 +703,68 @@ mod tests {
                 proptest::prop_assert_eq!(&got[..], want);
             }
             proptest::prop_assert_eq!(&read_all(&log, log.start)[..], &stream[log.start as usize..]);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the chunking (several events in a chunk, an event over several) and the
+        /// trimming, resuming after any event finds the offset just past it while the log
+        /// holds it, and nothing once it is dropped; trimming drops whole events, never past
+        /// `keep`. The model: every event's end in a list.
+        #[test]
+        fn resuming_after_any_event_finds_its_end(
+            chunks in proptest::collection::vec((1usize..30, 0usize..4), 1..80),
+            max in 0usize..300,
+            keep_back in proptest::option::of(0u64..200),
+            after in 0u64..5,
+        ) {
+            let mut log = Log { floor_seq: after, last_seq: after, ..Log::default() };
+            // (seq, offset just past it), every event completed so far.
+            let mut model: Vec<(u64, u64)> = Vec::new();
+            let mut seq = after;
+            for (i, &(len, events)) in chunks.iter().enumerate() {
+                let events = events.min(len);
+                // Events end evenly spread in the chunk, the last one at its end.
+                let ends: Vec<(u64, usize)> = (1..=events)
+                    .map(|k| (seq + k as u64, len * k / events))
+                    .collect();
+                for &(s, off) in &ends {
+                    model.push((s, log.end + off as u64));
+                }
+                seq += events as u64;
+                log.push(Bytes::from(vec![b'x'; len]), &ends);
+                if i % 5 == 4 {
+                    let keep = keep_back.map(|b| log.end.saturating_sub(b));
+                    let floor = log.floor_seq;
+                    let dropped = log.trim(max, keep);
+                    // Whole events only, never past keep, and only while over the bound.
+                    proptest::prop_assert!(log.floor_seq >= floor);
+                    if dropped > 0 {
+                        let end = model.iter().find(|(s, _)| *s == log.floor_seq).unwrap().1;
+                        proptest::prop_assert_eq!(log.start, end);
+                        proptest::prop_assert!(keep.is_none_or(|k| log.start <= k));
+                    }
+                    let next = model.iter().find(|(s, _)| *s == log.floor_seq + 1);
+                    if let Some(&(_, next_end)) = next {
+                        let over = log.len() > max;
+                        let blocked = keep.is_some_and(|k| next_end > k);
+                        proptest::prop_assert!(!over || blocked, "stopped trimming early");
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(log.last_seq, seq);
+            proptest::prop_assert_eq!(log.after(log.floor_seq), Some(log.start));
+            for s in 0..=seq + 1 {
+                let want = match model.iter().find(|(m, _)| *m == s) {
+                    _ if s == log.floor_seq => Some(log.start),
+                    Some(&(_, end)) if s > log.floor_seq => Some(end),
+                    _ => None,
+                };
+                proptest::prop_assert_eq!(log.after(s), want, "after event {}", s);
+            }
+            if let Some(at) = log.after(seq) {
+                proptest::prop_assert_eq!(read_all(&log, at).len() as u64, log.end - at);
+            }
         }
     }
 
