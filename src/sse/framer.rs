@@ -22,13 +22,11 @@
 use bytes::{Bytes, BytesMut};
 use memchr::memchr2;
 
-use super::resume_id::Token;
+use super::resume_id::{ResumeId, Token};
+use smallvec::SmallVec;
+use std::ops::Range;
 
 const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
-
-/// Bytes reserved for a chunk's id lines: `id: `, a token, a seq and a short
-/// app id.
-const ID_LINE_ROOM: usize = 64;
 
 /// What [`Framer::forward`] hands back for one upstream chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +40,12 @@ pub struct Forwarded {
     /// seq and the offset just past the first byte of the line end that
     /// dispatched it, in order (a client that has those bytes has the event).
     /// Empty, and never allocated, for a framer that does not stamp.
-    pub ends: Vec<(u64, usize)>,
+    pub ends: EventEnds,
 }
+
+/// [`Forwarded::ends`]: on the stack for a chunk that completes up to two
+/// events.
+pub type EventEnds = SmallVec<[(u64, usize); 2]>;
 
 /// How much of the current line has been seen. Only the line's first five
 /// bytes matter: they decide whether it is blank, a `data` field or other.
@@ -150,18 +152,17 @@ struct Stamp {
     pending: Vec<u8>,
 }
 
-/// For the chunk being forwarded by a stamping framer: where its id lines go.
-/// Empty, with no buffer, until the chunk completes an event; the allocator
-/// hands back memory it just freed, still cached, where a buffer kept per
-/// stream would have left the cache by the stream's next event.
+/// For the chunk being forwarded by a stamping framer: where its id lines go,
+/// gathered while it is scanned and written straight into the output. On the
+/// stack (nothing allocated) for a chunk completing up to two events whose app
+/// gives no ids.
 #[derive(Default)]
 struct IdLines {
-    /// Output offsets of dispatching blank lines, each with where the id line
-    /// that goes right before it ends in `lines` (it starts where the
-    /// previous one ends).
-    marks: Vec<(usize, usize)>,
-    /// Those id lines, back to back.
-    lines: Vec<u8>,
+    /// Each dispatching blank line: its offset in the output before any id
+    /// line goes in, and the app's last event ID at that event, in `apps`.
+    marks: SmallVec<[(usize, Range<usize>); 2]>,
+    /// Those app ids, back to back.
+    apps: Vec<u8>,
     /// Added to scan positions to make them output offsets.
     base: usize,
 }
@@ -192,12 +193,35 @@ impl Stamp {
     /// An event is dispatched by the blank line at scan position `pos`.
     fn dispatch(&mut self, pos: usize, ids: &mut IdLines) {
         self.seq += 1;
-        if ids.lines.is_empty() {
-            // Room for a typical id line and then some: no regrowth per event.
-            ids.lines.reserve(ID_LINE_ROOM);
+        let from = ids.apps.len();
+        ids.apps.extend_from_slice(&self.app_id);
+        ids.marks.push((ids.base + pos, from..ids.apps.len()));
+    }
+
+    /// `bytes` (a chunk's output) with the id lines of the events in `ids`,
+    /// the last of which is `self.seq`, each right before the blank line that
+    /// dispatches it; and each event's seq and end in the result.
+    fn insert(&self, bytes: &[u8], ids: &IdLines) -> (Bytes, EventEnds) {
+        let first = self.seq + 1 - ids.marks.len() as u64;
+        // Exactly: the log keeps the buffer.
+        let room: usize = (first..)
+            .zip(&ids.marks)
+            .map(|(seq, (_, app))| {
+                ResumeId::line_len(self.token.as_bytes(), seq, &ids.apps[app.clone()])
+            })
+            .sum();
+        let mut out = BytesMut::with_capacity(bytes.len() + room);
+        let mut ends = EventEnds::new();
+        let mut last = 0;
+        for (seq, (at, app)) in (first..).zip(&ids.marks) {
+            out.extend_from_slice(&bytes[last..*at]);
+            ResumeId::write_line(&mut out, self.token.as_bytes(), seq, &ids.apps[app.clone()]);
+            // Just past the first byte of the line end that dispatches it.
+            ends.push((seq, out.len() + 1));
+            last = *at;
         }
-        super::resume_id::ResumeId::write_line(&mut ids.lines, &self.token, self.seq, &self.app_id);
-        ids.marks.push((ids.base + pos, ids.lines.len()));
+        out.extend_from_slice(&bytes[last..]);
+        (out.freeze(), ends)
     }
 }
 
@@ -248,16 +272,9 @@ impl Framer {
         let fwd = self.forward_unstamped(chunk, &mut ids);
         match self.stamp.as_ref() {
             Some(st) if !ids.marks.is_empty() => {
-                let IdLines { marks, lines, .. } = ids;
-                // Each id line shifts everything after it: past mark `i`, by the id
-                // lines up to it, which end at its `to`.
-                let first = st.seq + 1 - marks.len() as u64;
-                let ends = (first..)
-                    .zip(&marks)
-                    .map(|(seq, &(at, to))| (seq, at + to + 1))
-                    .collect();
+                let (bytes, ends) = st.insert(&fwd.bytes, &ids);
                 Forwarded {
-                    bytes: insert(&fwd.bytes, &marks, &lines),
+                    bytes,
                     events: fwd.events,
                     ends,
                 }
@@ -275,7 +292,7 @@ impl Framer {
                 Forwarded {
                     bytes: chunk,
                     events,
-                    ends: Vec::new(),
+                    ends: EventEnds::new(),
                 }
             }
             Bom::Pending(seen) => self.forward_at_start(chunk, usize::from(seen), ids),
@@ -301,7 +318,7 @@ impl Framer {
             return Forwarded {
                 bytes,
                 events,
-                ends: Vec::new(),
+                ends: EventEnds::new(),
             };
         }
         if matched == chunk.len() {
@@ -311,7 +328,7 @@ impl Framer {
             return Forwarded {
                 bytes,
                 events: 0,
-                ends: Vec::new(),
+                ends: EventEnds::new(),
             };
         }
         // Not a BOM: the bytes seen so far start the first line.
@@ -332,7 +349,7 @@ impl Framer {
         Forwarded {
             bytes,
             events,
-            ends: Vec::new(),
+            ends: EventEnds::new(),
         }
     }
 
@@ -491,20 +508,6 @@ impl Framer {
             }
         }
     }
-}
-
-/// `bytes` with each mark's line (from `lines`, back to back) inserted at its
-/// offset (offsets ascending).
-fn insert(bytes: &[u8], marks: &[(usize, usize)], lines: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(bytes.len() + lines.len());
-    let (mut last, mut from) = (0, 0);
-    for &(at, to) in marks {
-        out.extend_from_slice(&bytes[last..at]);
-        out.extend_from_slice(&lines[from..to]);
-        (last, from) = (at, to);
-    }
-    out.extend_from_slice(&bytes[last..]);
-    out.freeze()
 }
 
 #[cfg(test)]

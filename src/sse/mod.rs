@@ -22,4 +22,4 @@ mod framer;
 pub mod resume_id;
 
 pub use blocks::{comment_block, open_block, retry_block, validate_comment};
-pub use framer::{Forwarded, Framer};
+pub use framer::{EventEnds, Forwarded, Framer};

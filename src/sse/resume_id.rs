@@ -12,6 +12,8 @@
 //! to the app even after the sidecar has forgotten the stream. An id that
 //! does not parse is not one of ours and passes to the app unchanged.
 
+use bytes::BufMut;
+
 /// Length of a token: 16 random bytes in base64url without padding.
 pub const TOKEN_LEN: usize = 22;
 
@@ -29,6 +31,11 @@ impl Token {
             .iter()
             .all(|&b| is_token_byte(b))
             .then_some(Token(bytes))
+    }
+
+    /// Its characters, as the framer writes them (no UTF-8 check per event).
+    pub fn as_bytes(&self) -> &[u8; TOKEN_LEN] {
+        &self.0
     }
 
     pub fn as_str(&self) -> &str {
@@ -97,19 +104,47 @@ impl<'a> ResumeId<'a> {
     }
 
     /// Appends `id: <id>\n` for event `seq` of the stream `token`, whose app
-    /// last event ID is `app_id` (empty: none). `app_id` must hold no NUL,
-    /// CR or LF (the framer only keeps ids the spec would keep).
-    pub fn write_line(out: &mut Vec<u8>, token: &str, seq: u64, app_id: &[u8]) {
-        out.extend_from_slice(b"id: ");
-        out.extend_from_slice(token.as_bytes());
-        out.push(b'.');
-        // Into `out` directly: no string allocated per event.
-        let _ = std::io::Write::write_fmt(out, format_args!("{seq}"));
-        if !app_id.is_empty() {
-            out.push(b'.');
-            out.extend_from_slice(app_id);
+    /// last event ID is `app_id` (empty: none): [`ResumeId::line_len`] bytes.
+    /// `app_id` must hold no NUL, CR or LF (the framer only keeps ids the spec
+    /// would keep).
+    pub fn write_line<B: BufMut>(
+        out: &mut B,
+        token: &(impl AsRef<[u8]> + ?Sized),
+        seq: u64,
+        app_id: &[u8],
+    ) {
+        out.put_slice(b"id: ");
+        out.put_slice(token.as_ref());
+        out.put_u8(b'.');
+        // Into `out` directly, without the formatting machinery: one per event.
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = seq;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
-        out.push(b'\n');
+        out.put_slice(&digits[at..]);
+        if !app_id.is_empty() {
+            out.put_u8(b'.');
+            out.put_slice(app_id);
+        }
+        out.put_u8(b'\n');
+    }
+
+    /// The length of the line [`ResumeId::write_line`] writes.
+    pub fn line_len(token: &(impl AsRef<[u8]> + ?Sized), seq: u64, app_id: &[u8]) -> usize {
+        let digits = seq.checked_ilog10().map_or(1, |d| d as usize + 1);
+        let app = if app_id.is_empty() {
+            0
+        } else {
+            1 + app_id.len()
+        };
+        b"id: ".len() + token.as_ref().len() + 1 + digits + app + 1
     }
 }
 
@@ -170,16 +205,21 @@ mod tests {
     #[test]
     fn written_ids_parse_back() {
         for app in [&b""[..], b"42", b"a.b.c", b" x:y ", b"\xff\x01"] {
-            let mut line = Vec::new();
-            ResumeId::write_line(&mut line, T, 7, app);
-            let value = line
-                .strip_prefix(b"id: ")
-                .unwrap()
-                .strip_suffix(b"\n")
-                .unwrap();
-            let id = ResumeId::parse(value).unwrap();
-            assert_eq!((id.token, id.seq), (T, 7));
-            assert_eq!(id.app_id, (!app.is_empty()).then_some(app));
+            for seq in [0, 1, 7, 9, 10, 99, 100, 12345, u64::MAX] {
+                let mut line = Vec::new();
+                ResumeId::write_line(&mut line, T, seq, app);
+                let value = line
+                    .strip_prefix(b"id: ")
+                    .unwrap()
+                    .strip_suffix(b"\n")
+                    .unwrap();
+                let digits = format!("{T}.{seq}");
+                assert!(value.starts_with(digits.as_bytes()), "{value:?}");
+                assert_eq!(line.len(), ResumeId::line_len(T, seq, app));
+                let id = ResumeId::parse(value).unwrap();
+                assert_eq!((id.token, id.seq), (T, seq));
+                assert_eq!(id.app_id, (!app.is_empty()).then_some(app));
+            }
         }
     }
 

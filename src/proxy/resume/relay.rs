@@ -27,7 +27,7 @@ use crate::proxy::stream::{
 };
 use crate::proxy::upstream_error::{Failure, UpstreamError};
 use crate::sse::resume_id::ResumeId;
-use crate::sse::Framer;
+use crate::sse::{EventEnds, Framer};
 use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::pin::pin;
@@ -198,7 +198,7 @@ impl<A: AppBody + Send> Source for AppSource<A> {
                 }
                 Ok((!rest.is_empty()).then_some(Framed {
                     bytes: rest,
-                    ends: Vec::new(),
+                    ends: EventEnds::new(),
                 }))
             }
             Err(e) => {

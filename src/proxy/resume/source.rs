@@ -3,13 +3,14 @@
 //! store on a replica following another's stream.
 
 use crate::proxy::upstream_error::UpstreamError;
+use crate::sse::EventEnds;
 use bytes::Bytes;
 use std::future::Future;
 
 /// Bytes for a stream's log and the events they complete: (seq, offset just past the event).
 pub(crate) struct Framed {
     pub bytes: Bytes,
-    pub ends: Vec<(u64, usize)>,
+    pub ends: EventEnds,
 }
 
 /// How a stream's producer stopped, for its source.

@@ -9,6 +9,7 @@ use crate::proxy::resume::source::{Framed, Over, Source};
 use crate::proxy::resume::store::{Credentials, Store};
 use crate::proxy::upstream_error::{Failure, UpstreamError};
 use crate::sse::resume_id::ResumeId;
+use crate::sse::EventEnds;
 use bytes::Bytes;
 use pingora_http::RequestHeader;
 use redis::aio::MultiplexedConnection;
@@ -201,7 +202,7 @@ impl Follow {
                 return Err(Self::gone("the resume store lost events of this stream"));
             }
             self.last = (seq, 0);
-            let ends = vec![(seq, bytes.len())];
+            let ends = EventEnds::from_slice(&[(seq, bytes.len())]);
             return Ok(Some(Framed { bytes, ends }));
         }
         self.last = (seq, n);
@@ -218,7 +219,7 @@ impl Follow {
         });
         Ok((!bytes.is_empty()).then_some(Framed {
             bytes,
-            ends: Vec::new(),
+            ends: EventEnds::new(),
         }))
     }
 
