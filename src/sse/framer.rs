@@ -203,22 +203,25 @@ impl Stamp {
     /// dispatches it; and each event's seq and end in the result.
     fn insert(&self, bytes: &[u8], ids: &IdLines) -> (Bytes, EventEnds) {
         let first = self.seq + 1 - ids.marks.len() as u64;
+        let token = self.token.as_bytes();
+        let events = || {
+            (first..)
+                .zip(&ids.marks)
+                .map(|(seq, (at, app))| (seq, *at, &ids.apps[app.clone()]))
+        };
         // Exactly: the log keeps the buffer.
-        let room: usize = (first..)
-            .zip(&ids.marks)
-            .map(|(seq, (_, app))| {
-                ResumeId::line_len(self.token.as_bytes(), seq, &ids.apps[app.clone()])
-            })
+        let room: usize = events()
+            .map(|(seq, _, app)| ResumeId::line_len(token, seq, app))
             .sum();
         let mut out = BytesMut::with_capacity(bytes.len() + room);
         let mut ends = EventEnds::new();
         let mut last = 0;
-        for (seq, (at, app)) in (first..).zip(&ids.marks) {
-            out.extend_from_slice(&bytes[last..*at]);
-            ResumeId::write_line(&mut out, self.token.as_bytes(), seq, &ids.apps[app.clone()]);
+        for (seq, at, app) in events() {
+            out.extend_from_slice(&bytes[last..at]);
+            ResumeId::write_line(&mut out, token, seq, app);
             // Just past the first byte of the line end that dispatches it.
             ends.push((seq, out.len() + 1));
-            last = *at;
+            last = at;
         }
         out.extend_from_slice(&bytes[last..]);
         (out.freeze(), ends)
@@ -269,31 +272,26 @@ impl Framer {
     #[must_use]
     pub fn forward(&mut self, chunk: Bytes) -> Forwarded {
         let mut ids = IdLines::default();
-        let fwd = self.forward_unstamped(chunk, &mut ids);
-        match self.stamp.as_ref() {
-            Some(st) if !ids.marks.is_empty() => {
-                let (bytes, ends) = st.insert(&fwd.bytes, &ids);
-                Forwarded {
-                    bytes,
-                    events: fwd.events,
-                    ends,
-                }
-            }
-            _ => fwd,
+        let (bytes, events) = self.forward_unstamped(chunk, &mut ids);
+        let (bytes, ends) = match self.stamp.as_ref() {
+            Some(st) if !ids.marks.is_empty() => st.insert(&bytes, &ids),
+            _ => (bytes, EventEnds::new()),
+        };
+        Forwarded {
+            bytes,
+            events,
+            ends,
         }
     }
 
-    /// [`Framer::forward`] before id lines go in, which `ids` gathers.
+    /// [`Framer::forward`] before id lines go in, which `ids` gathers: the
+    /// bytes and the events they complete.
     #[inline]
-    fn forward_unstamped(&mut self, chunk: Bytes, ids: &mut IdLines) -> Forwarded {
+    fn forward_unstamped(&mut self, chunk: Bytes, ids: &mut IdLines) -> (Bytes, u32) {
         match self.bom {
             Bom::Done => {
                 let events = self.scan(&chunk, ids);
-                Forwarded {
-                    bytes: chunk,
-                    events,
-                    ends: EventEnds::new(),
-                }
+                (chunk, events)
             }
             Bom::Pending(seen) => self.forward_at_start(chunk, usize::from(seen), ids),
         }
@@ -301,7 +299,7 @@ impl Framer {
 
     /// [`Framer::forward`] while the first bytes could still be a BOM.
     #[cold]
-    fn forward_at_start(&mut self, chunk: Bytes, seen: usize, ids: &mut IdLines) -> Forwarded {
+    fn forward_at_start(&mut self, chunk: Bytes, seen: usize, ids: &mut IdLines) -> (Bytes, u32) {
         let want = &BOM[seen..];
         let matched = chunk
             .iter()
@@ -315,21 +313,13 @@ impl Framer {
             ids.base = if self.drop_bom { 0 } else { matched };
             let events = self.scan(&rest, ids);
             let bytes = if self.drop_bom { rest } else { chunk };
-            return Forwarded {
-                bytes,
-                events,
-                ends: EventEnds::new(),
-            };
+            return (bytes, events);
         }
         if matched == chunk.len() {
             // Only a BOM prefix so far (or an empty chunk): undecided.
             self.bom = Bom::Pending((seen + matched) as u8);
             let bytes = if self.drop_bom { Bytes::new() } else { chunk };
-            return Forwarded {
-                bytes,
-                events: 0,
-                ends: EventEnds::new(),
-            };
+            return (bytes, 0);
         }
         // Not a BOM: the bytes seen so far start the first line.
         self.bom = Bom::Done;
@@ -346,11 +336,7 @@ impl Framer {
         } else {
             chunk
         };
-        Forwarded {
-            bytes,
-            events,
-            ends: EventEnds::new(),
-        }
+        (bytes, events)
     }
 
     /// Bytes still held back at end of stream: the start of a BOM that never

@@ -116,19 +116,8 @@ impl<'a> ResumeId<'a> {
         out.put_slice(b"id: ");
         out.put_slice(token.as_ref());
         out.put_u8(b'.');
-        // Into `out` directly, without the formatting machinery: one per event.
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = seq;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        out.put_slice(&digits[at..]);
+        // Without the formatting machinery: one per event.
+        out.put_slice(itoa::Buffer::new().format(seq).as_bytes());
         if !app_id.is_empty() {
             out.put_u8(b'.');
             out.put_slice(app_id);

@@ -140,7 +140,6 @@ impl Log {
                     let cut = (upto - self.start) as usize;
                     front.bytes = front.bytes.slice(cut..);
                     front.at = upto;
-                    self.start = upto;
                     break;
                 }
             }
