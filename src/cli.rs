@@ -124,6 +124,14 @@ pub struct RunArgs {
     /// SSE (sse.learn). [default: on]
     #[arg(long, env = "SSE_SIDECAR_SSE_LEARN", value_name = "on|off")]
     pub sse_learn: Option<String>,
+    /// Where resumable streams' buffers live: memory, or redis://[:PASSWORD@]host:port/db
+    /// (resume.store); the environment variable keeps a password out of files and `ps`.
+    /// [default: memory]
+    #[arg(long, env = "SSE_SIDECAR_RESUME_STORE", value_name = "memory|URL")]
+    pub resume_store: Option<String>,
+    /// The token the probe stream requires (probe.token). [default: none]
+    #[arg(long, env = "SSE_SIDECAR_PROBE_TOKEN", value_name = "TOKEN")]
+    pub probe_token: Option<String>,
     /// Take over the listening sockets of a running sse-sidecar: start this, then send the old
     /// process SIGQUIT; it hands its sockets over and drains.
     #[arg(long)]
@@ -145,6 +153,8 @@ impl From<RunArgs> for Overrides {
             threads,
             log_format,
             sse_learn,
+            resume_store,
+            probe_token,
             upgrade: _,
         } = args;
         Overrides {
@@ -159,6 +169,8 @@ impl From<RunArgs> for Overrides {
             threads,
             log_format,
             sse_learn,
+            resume_store,
+            probe_token,
         }
     }
 }

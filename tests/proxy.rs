@@ -1263,6 +1263,66 @@ fn print_config_precedence() {
     );
 }
 
+/// The secrets (`resume.store`'s Redis password, `probe.token`) can come from the environment,
+/// so that a Kubernetes Secret keeps them out of the config file, and `print-config` and
+/// `check` never show them.
+#[test]
+fn secrets_from_the_environment_are_never_printed() {
+    let env = [
+        (
+            "SSE_SIDECAR_RESUME_STORE",
+            "redis://:s3cret@127.0.0.1:6399/2",
+        ),
+        ("SSE_SIDECAR_PROBE_TOKEN", "t0ken-42"),
+    ];
+    let out = run_cli(&["print-config"], &env);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        !text.contains("s3cret") && !text.contains("t0ken-42"),
+        "{text}"
+    );
+    let y: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(
+        y["resume"]["store"].as_str(),
+        Some("redis://:***@127.0.0.1:6399/2"),
+        "{text}"
+    );
+    assert_eq!(y["probe"]["token"].as_str(), Some("***"), "{text}");
+
+    // The flag beats the environment; a bad value is named, its source too, the secret not.
+    let out = run_cli(
+        &[
+            "check",
+            "--resume-store",
+            "memory",
+            "--probe-token",
+            "has space",
+        ],
+        &env,
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("probe.token: invalid value \"***\" (from command line)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("resume.store") && !err.contains("has space"),
+        "{err}"
+    );
+    let out = run_cli(
+        &["check"],
+        &[("SSE_SIDECAR_RESUME_STORE", "mysql://u:pw@db/0")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("resume.store: invalid value \"mysql://u:***@db/0\" (from environment)"),
+        "{err}"
+    );
+}
+
 /// Sanity check of the harness itself: the origin's stream, read directly, has every event
 /// before the next is sent (so failures through the sidecar are the sidecar's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

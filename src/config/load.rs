@@ -5,8 +5,8 @@
 
 use super::file::{kind, scalar, Raw, Source};
 use super::{
-    duration, size, Config, ConfigError, Limits, Listener, LogFormat, OnUpstreamError, Overrides,
-    Probe, Redis, Resume, Shutdown, Sse, Timeouts, Tls, Upstream,
+    duration, redact_url, size, Config, ConfigError, Limits, Listener, LogFormat, OnUpstreamError,
+    Overrides, Probe, Redis, Resume, Shutdown, Sse, Timeouts, Tls, Upstream, REDACTED,
 };
 use serde_yaml::{Mapping, Value};
 use std::net::SocketAddr;
@@ -72,12 +72,14 @@ fn apply_overrides(raw: &mut Raw, over: &Overrides) {
         threads,
         log_format,
         sse_learn,
+        resume_store,
+        probe_token,
     } = over;
     if !listen.is_empty() {
         let list = listen.iter().map(|s| Value::from(s.as_str())).collect();
         raw.set("listen", Value::Sequence(list), Source::Flag);
     }
-    let scalars: [(&'static str, &Option<String>, &str); 9] = [
+    let scalars: [(&'static str, &Option<String>, &str); 11] = [
         ("upstream", upstream, "SSE_SIDECAR_UPSTREAM"),
         (
             "metrics_listen",
@@ -103,6 +105,8 @@ fn apply_overrides(raw: &mut Raw, over: &Overrides) {
         ("threads", threads, "SSE_SIDECAR_THREADS"),
         ("log_format", log_format, "SSE_SIDECAR_LOG_FORMAT"),
         ("sse.learn", sse_learn, "SSE_SIDECAR_SSE_LEARN"),
+        ("resume.store", resume_store, "SSE_SIDECAR_RESUME_STORE"),
+        ("probe.token", probe_token, "SSE_SIDECAR_PROBE_TOKEN"),
     ];
     for (key, value, env) in scalars {
         if let Some(v) = value {
@@ -615,10 +619,12 @@ impl Validator<'_> {
         let timeout = self.positive_duration("resume.redis.timeout", Duration::from_secs(1));
         let connect_timeout =
             self.positive_duration("resume.redis.connect_timeout", Duration::from_secs(2));
-        let (url, v, source) = self.text("resume.store")?;
+        let (url, _, source) = self.text("resume.store")?;
         if url == "memory" {
             return None;
         }
+        // A problem quotes the URL without its password.
+        let v = Value::from(redact_url(&url));
         let expected = "memory, or a Redis URL: redis://host:port/db or rediss://host:port/db";
         match redis::parse_redis_url(&url) {
             Some(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => {}
@@ -672,10 +678,11 @@ impl Validator<'_> {
             {
                 Some(s)
             }
-            Some((_, v, source)) => {
+            Some((_, _, source)) => {
+                // Not quoted: it is a secret.
                 self.bad(
                     "probe.token",
-                    &v,
+                    &Value::from(REDACTED),
                     source,
                     "a non-empty token of printable characters without spaces or &",
                 );

@@ -37,6 +37,8 @@ pub struct Overrides {
     pub(crate) threads: Option<String>,
     pub(crate) log_format: Option<String>,
     pub(crate) sse_learn: Option<String>,
+    pub(crate) resume_store: Option<String>,
+    pub(crate) probe_token: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,6 +171,35 @@ pub(crate) struct Redis {
     pub(crate) timeout: Duration,
     /// Bound on connecting (and reconnecting).
     pub(crate) connect_timeout: Duration,
+}
+
+impl Redis {
+    /// The URL with its password as `***`, for logs and `print-config`.
+    pub(crate) fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// What `print-config` shows for a secret (a Redis password, `probe.token`).
+pub(crate) const REDACTED: &str = "***";
+
+/// `url` with the password of its user info (`scheme://user:password@host…`) replaced by
+/// [`REDACTED`]. Textual, so that it also hides the password of a URL that does not parse
+/// (which a configuration error quotes).
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
+        return url.to_string();
+    };
+    match url[start..at].find(':').map(|i| start + i) {
+        Some(colon) => format!("{}{REDACTED}{}", &url[..=colon], &url[at..]),
+        None => url.to_string(),
+    }
 }
 
 /// The probe stream (`probe.*`): a diagnostic event stream the sidecar serves itself, for
@@ -347,7 +378,8 @@ impl Config {
                 resume.insert("store".into(), "memory".into());
             }
             Some(r) => {
-                resume.insert("store".into(), r.url.clone().into());
+                // Secrets are never printed: the output goes to terminals and CI logs.
+                resume.insert("store".into(), r.redacted_url().into());
                 let mut redis = Mapping::new();
                 redis.insert("key_prefix".into(), r.key_prefix.clone().into());
                 redis.insert("timeout".into(), d(r.timeout).into());
@@ -360,9 +392,9 @@ impl Config {
         let on_off = |b: bool| if b { "on" } else { "off" };
         probe.insert("enabled".into(), on_off(self.probe.enabled).into());
         probe.insert("path".into(), self.probe.path.clone().into());
-        // Fed back as written (print-config's output loads); left out when unset.
-        if let Some(token) = &self.probe.token {
-            probe.insert("token".into(), token.clone().into());
+        // Left out when unset; hidden when set (the output still loads).
+        if self.probe.token.is_some() {
+            probe.insert("token".into(), REDACTED.into());
         }
         probe.insert("max_streams".into(), (self.probe.max_streams as u64).into());
         probe.insert("max_duration".into(), d(self.probe.max_duration).into());
@@ -426,6 +458,49 @@ mod tests {
         assert!(all.contains("unknown key `sse.nope`"), "{all}");
         assert!(all.contains("upstream: invalid value \"ftp://x\""), "{all}");
         assert!(all.contains("sse.on_upstream_error"), "{all}");
+    }
+
+    #[test]
+    fn redact_url_hides_only_the_password() {
+        for (url, want) in [
+            ("redis://:s3cret@r:6379/0", "redis://:***@r:6379/0"),
+            ("rediss://app:s3cret@r/1", "rediss://app:***@r/1"),
+            ("redis://app:p@ss:w@rd@r:6379", "redis://app:***@r:6379"),
+            ("redis://r:6379/0", "redis://r:6379/0"),
+            ("redis://app@r/0", "redis://app@r/0"),
+            ("redis://r/0?x=a:b@c", "redis://r/0?x=a:b@c"),
+            ("not a url:pw@x", "not a url:pw@x"),
+            ("redis//:pw@x", "redis//:pw@x"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn print_config_hides_secrets() {
+        let c = Config::from_yaml(
+            "resume:\n  store: redis://:s3cret@127.0.0.1:6379/0\nprobe:\n  token: t0ken\n",
+        )
+        .unwrap();
+        let text = c.to_yaml();
+        assert!(
+            !text.contains("s3cret") && !text.contains("t0ken"),
+            "{text}"
+        );
+        assert!(text.contains("redis://:***@127.0.0.1:6379/0"), "{text}");
+        // It still loads, with the placeholders in place of the secrets.
+        let again = Config::from_yaml(&text).unwrap();
+        assert_eq!(again.probe.token.as_deref(), Some(REDACTED));
+        let bad = Config::from_yaml("resume:\n  store: redis://:s3cret@\nprobe:\n  token: 'a b'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!bad.contains("s3cret") && !bad.contains("a b"), "{bad}");
+        assert!(
+            bad.contains("resume.store: invalid value \"redis://:***@\""),
+            "{bad}"
+        );
+        assert!(bad.contains("probe.token: invalid value \"***\""), "{bad}");
     }
 
     #[test]
@@ -494,14 +569,18 @@ mod tests {
             (c.probe.max_streams, c.probe.max_duration),
             (2, Duration::from_secs(60))
         );
-        assert_eq!(Config::from_yaml(&c.to_yaml()).unwrap(), c);
+        // The token is printed as a placeholder; everything else round-trips.
+        let mut again = Config::from_yaml(&c.to_yaml()).unwrap();
+        assert_eq!(again.probe.token.as_deref(), Some(REDACTED));
+        again.probe.token = c.probe.token.clone();
+        assert_eq!(again, c);
         let bad = "probe:\n  enabled: maybe\n  path: diag\n  token: a b\n  max_streams: 0\n  max_duration: 0s\n  nope: 1\n";
         let err = Config::from_yaml(bad).unwrap_err();
         let all = err.problems.join("\n");
         for key in [
             "probe.enabled: invalid value \"maybe\"",
             "probe.path: invalid value \"diag\"",
-            "probe.token: invalid value \"a b\"",
+            "probe.token: invalid value \"***\"",
             "probe.max_streams: invalid value \"0\"",
             "probe.max_duration: invalid value \"0s\"",
             "unknown key `probe.nope`",

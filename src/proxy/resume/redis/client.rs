@@ -124,7 +124,7 @@ impl Redis {
         if self.up.swap(up, Ordering::AcqRel) != up {
             self.metrics.up.set(up as i64);
             if up {
-                tracing::info!(store = %self.redacted_url(), "resume store is up");
+                tracing::info!(store = %self.config.redacted_url(), "resume store is up");
             }
         }
     }
@@ -140,22 +140,11 @@ impl Redis {
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             *last = Some(Instant::now());
             tracing::warn!(
-                store = %self.redacted_url(),
+                store = %self.config.redacted_url(),
                 op = op.as_str(),
                 error = %err,
                 "resume store error: new streams go without resume while it is down"
             );
-        }
-    }
-
-    /// The URL without its password, for logs.
-    fn redacted_url(&self) -> String {
-        match redis::parse_redis_url(&self.config.url) {
-            Some(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("***"));
-                u.to_string()
-            }
-            _ => self.config.url.clone(),
         }
     }
 
