@@ -13,120 +13,10 @@ use std::time::Duration;
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-/// Why a stream ended: the `outcome` label of `sse_sidecar_streams_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Outcome {
-    /// The app ended the response normally.
-    Completed = 0,
-    /// The client went away first.
-    ClientClosed = 1,
-    /// The upstream connection failed or broke mid-stream.
-    UpstreamError = 2,
-    /// The app was silent for longer than `sse_idle_timeout`.
-    IdleTimeout = 3,
-    /// Closed by the sidecar while draining for shutdown.
-    Shutdown = 4,
-    /// Cut at `limits.max_stream_duration`.
-    MaxDuration = 5,
-    /// The client did not take bytes within `sse.write_timeout`.
-    SlowConsumer = 6,
-    /// A resumable stream whose client left was given up: nobody resumed it within
-    /// `resume.grace`, or the resume buffers needed its room. Counted in addition to the
-    /// outcome of the client's own connection.
-    ParkedExpired = 7,
-}
+mod labels;
 
-impl Outcome {
-    /// Every outcome, in label-array order.
-    pub(crate) const ALL: [Outcome; 8] = [
-        Outcome::Completed,
-        Outcome::ClientClosed,
-        Outcome::UpstreamError,
-        Outcome::IdleTimeout,
-        Outcome::Shutdown,
-        Outcome::MaxDuration,
-        Outcome::SlowConsumer,
-        Outcome::ParkedExpired,
-    ];
-
-    /// The label value.
-    pub(crate) const fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Completed => "completed",
-            Outcome::ClientClosed => "client_closed",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::IdleTimeout => "idle_timeout",
-            Outcome::Shutdown => "shutdown",
-            Outcome::MaxDuration => "max_duration",
-            Outcome::SlowConsumer => "slow_consumer",
-            Outcome::ParkedExpired => "parked_expired",
-        }
-    }
-}
-
-/// What kind of request was answered: the `kind` label of `sse_sidecar_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Kind {
-    /// Answered with a `text/event-stream` response that a relay carried.
-    Sse = 0,
-    /// Anything else.
-    Other = 1,
-    /// An event stream met on pingora's normal path: the request was not an SSE candidate, so
-    /// the stream went through unprepared (the app saw `Accept-Encoding`, no heartbeats). With
-    /// `sse.learn` on, the first request of a route.
-    SseUnlearned = 2,
-}
-
-impl Kind {
-    /// Every kind, in label-array order.
-    pub(crate) const ALL: [Kind; 3] = [Kind::Sse, Kind::Other, Kind::SseUnlearned];
-
-    /// The label value.
-    pub(crate) const fn as_str(self) -> &'static str {
-        match self {
-            Kind::Sse => "sse",
-            Kind::Other => "other",
-            Kind::SseUnlearned => "sse_unlearned",
-        }
-    }
-}
-
-/// Status classes, the `code` label of `sse_sidecar_requests_total`.
-const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// Why talking to the upstream failed: the `reason` label of
-/// `sse_sidecar_upstream_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum UpstreamErrorReason {
-    /// TCP (or TLS) connection could not be established.
-    Connect = 0,
-    /// A connect, read or write timeout fired.
-    Timeout = 1,
-    /// The connection was reset or closed unexpectedly.
-    Reset = 2,
-    /// The app sent something that is not valid HTTP.
-    Protocol = 3,
-}
-
-impl UpstreamErrorReason {
-    /// Every reason, in label-array order.
-    pub(crate) const ALL: [UpstreamErrorReason; 4] = [
-        UpstreamErrorReason::Connect,
-        UpstreamErrorReason::Timeout,
-        UpstreamErrorReason::Reset,
-        UpstreamErrorReason::Protocol,
-    ];
-
-    /// The label value.
-    pub(crate) const fn as_str(self) -> &'static str {
-        match self {
-            UpstreamErrorReason::Connect => "connect",
-            UpstreamErrorReason::Timeout => "timeout",
-            UpstreamErrorReason::Reset => "reset",
-            UpstreamErrorReason::Protocol => "protocol",
-        }
-    }
-}
+use labels::CODE_CLASSES;
+pub(crate) use labels::{H2Abuse, Kind, Outcome, ResumeResult, UpstreamErrorReason};
 
 /// Sidecar-added latency per event: the interesting range is tens of
 /// microseconds on loopback; anything near a second is a bug.
@@ -177,35 +67,9 @@ pub(crate) struct Metrics {
     resume_buffer_bytes: IntGauge,
     resume_unbuffered_total: IntCounter,
     learned_routes: IntGauge,
+    h2_abuse_total: [IntCounter; H2Abuse::ALL.len()],
     /// The registry, for the series of optional parts (the shared resume store's).
     pub(crate) registry: Registry,
-}
-
-/// How a resume attempt went: the `result` label of `sse_sidecar_resumes_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ResumeResult {
-    /// The stream was found and the events after the id replayed (takeovers included).
-    Resumed = 0,
-    /// No such stream: expired, overflowed past the id, ended, or never existed.
-    Unknown = 1,
-    /// The stream exists, but the credentials, path or query differ.
-    Denied = 2,
-}
-
-impl ResumeResult {
-    pub(crate) const ALL: [ResumeResult; 3] = [
-        ResumeResult::Resumed,
-        ResumeResult::Unknown,
-        ResumeResult::Denied,
-    ];
-
-    pub(crate) const fn as_str(self) -> &'static str {
-        match self {
-            ResumeResult::Resumed => "resumed",
-            ResumeResult::Unknown => "unknown",
-            ResumeResult::Denied => "denied",
-        }
-    }
 }
 
 impl Metrics {
@@ -332,6 +196,16 @@ impl Metrics {
             "Routes learned as SSE because an answer to them was an event stream (sse.learn).",
         )?;
         registry.register(Box::new(learned_routes.clone()))?;
+        let h2_abuse_total = IntCounterVec::new(
+            Opts::new(
+                "sse_sidecar_h2_abuse_total",
+                "Client h2 connections closed for abusing the protocol (floods of one frame \
+                 kind, GOAWAY ENHANCE_YOUR_CALM; too many malformed requests), by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(h2_abuse_total.clone()))?;
+        let h2_abuse_total = H2Abuse::ALL.map(|r| h2_abuse_total.with_label_values(&[r.as_str()]));
 
         let build_info = IntGauge::with_opts(
             Opts::new(
@@ -367,6 +241,7 @@ impl Metrics {
             resume_buffer_bytes,
             resume_unbuffered_total,
             learned_routes,
+            h2_abuse_total,
             registry: registry.clone(),
         })
     }
@@ -469,6 +344,11 @@ impl Metrics {
         self.upstream_errors_total[reason as usize].inc();
     }
 
+    /// Counts one client h2 connection closed for abuse.
+    pub(crate) fn h2_abuse(&self, reason: H2Abuse) {
+        self.h2_abuse_total[reason as usize].inc();
+    }
+
     /// Counts routes learned (`delta` > 0) or dropped (< 0). A change rather than a level, so
     /// that updates from several threads add up in any order.
     pub(crate) fn learned_routes_changed(&self, delta: i64) {
@@ -555,6 +435,7 @@ mod tests {
             series_count(&registry, "sse_sidecar_upstream_errors_total"),
             4
         );
+        assert_eq!(series_count(&registry, "sse_sidecar_h2_abuse_total"), 6);
         for o in Outcome::ALL {
             let series = format!("sse_sidecar_streams_total{{outcome=\"{}\"}}", o.as_str());
             assert_eq!(sample(&registry, &series), 0.0);

@@ -20,7 +20,7 @@ use common::h2_raw::{self, frame, repeated, request_block, BoxIo, RawH2, Seen};
 use common::process::{fd_table, nofile, open_fds, rss, RssWatch};
 use common::sse::{Item, Parser};
 use common::tls::{make_cert, TestCert, TlsSidecar};
-use common::{now_ns, Origin, Sidecar};
+use common::{free_port, now_ns, Origin, Sidecar};
 use h2::client::SendRequest;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -119,6 +119,8 @@ enum Via {
 struct Target {
     via: Via,
     addr: SocketAddr,
+    /// The admin listener, for `sse_sidecar_h2_abuse_total`.
+    metrics: SocketAddr,
     pid: i32,
     cert: Option<TestCert>,
     _plain: Option<Sidecar>,
@@ -130,14 +132,11 @@ impl Target {
     async fn start(via: Via, origin: &Origin, yaml: &str) -> Target {
         match via {
             Via::H2c => {
-                let sc = Sidecar::builder(&origin.url())
-                    .config(yaml)
-                    .metrics_off()
-                    .start()
-                    .await;
+                let sc = Sidecar::builder(&origin.url()).config(yaml).start().await;
                 Target {
                     via,
                     addr: sc.addr,
+                    metrics: sc.metrics_addr.expect("admin listener"),
                     pid: sc.pid(),
                     cert: None,
                     _plain: Some(sc),
@@ -146,10 +145,14 @@ impl Target {
             }
             Via::Tls => {
                 let cert = make_cert();
-                let sc = TlsSidecar::start(origin, &cert, yaml, &[]).await;
+                let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+                let listen = metrics.to_string();
+                let args = ["--metrics-listen", listen.as_str()];
+                let sc = TlsSidecar::start(origin, &cert, yaml, &args).await;
                 Target {
                     via,
                     addr: sc.addr,
+                    metrics,
                     pid: sc.proc.pid(),
                     cert: Some(cert),
                     _plain: None,
@@ -407,6 +410,12 @@ impl Cost {
 }
 
 /// How many requests with `n=<tag>` the app received.
+/// `sse_sidecar_h2_abuse_total{reason}` on `t`.
+async fn abuse_count(t: &Target, reason: &str) -> f64 {
+    let series = format!("sse_sidecar_h2_abuse_total{{reason=\"{reason}\"}}");
+    common::sidecar::metric_at(t.metrics, &series).await
+}
+
 fn app_saw(origin: &Origin, tag: &str) -> usize {
     origin.inspect(|r| r.iter().filter(|q| q.param("n") == Some(tag)).count())
 }
@@ -481,6 +490,7 @@ async fn rapid_reset_after_the_answer(via: Via) {
     );
     assert!(err.is_go_away(), "not a GOAWAY: {err:?}");
     assert!(saw <= 2_000, "the app saw {saw} requests");
+    assert_eq!(abuse_count(&t, "rst_stream_flood").await, 1.0);
     n.assert_delivery(from, &format!("rapid reset ({via:?})"))
         .await;
     cost.check(&format!("rapid reset ({via:?})"), 64 << 20)
@@ -511,17 +521,34 @@ async fn control_frame_floods(via: Via) {
     let n = Neighbour::start(&t).await;
     let cost = Cost::start(t.pid);
     let from = now_ns();
-    let cases: [(&str, Vec<u8>, u64); 4] = [
-        ("SETTINGS", frame(h2_raw::SETTINGS, 0, 0, &[]), 100),
-        ("PING", frame(h2_raw::PING, 0, 0, &[7; 8]), 1_000),
+    let cases: [(&str, Vec<u8>, u64, &str); 4] = [
+        (
+            "SETTINGS",
+            frame(h2_raw::SETTINGS, 0, 0, &[]),
+            100,
+            "settings_flood",
+        ),
+        (
+            "PING",
+            frame(h2_raw::PING, 0, 0, &[7; 8]),
+            1_000,
+            "ping_flood",
+        ),
         (
             "WINDOW_UPDATE",
             frame(h2_raw::WINDOW_UPDATE, 0, 0, &[0, 0, 0, 1]),
             10_000,
+            "window_update_flood",
         ),
-        ("empty DATA", frame(h2_raw::DATA, 0, 1, &[]), 1_000),
+        (
+            "empty DATA",
+            frame(h2_raw::DATA, 0, 1, &[]),
+            1_000,
+            "empty_data_flood",
+        ),
     ];
-    for (name, one, limit) in cases {
+    let mut empty_data_by_h2 = false;
+    for (name, one, limit, reason) in cases {
         let mut c = t.raw().await;
         if name == "empty DATA" {
             let open = request_block("POST", "/echo?n=flood", t.tls());
@@ -546,7 +573,15 @@ async fn control_frame_floods(via: Via) {
         );
         assert_goaway_calm(&seen, &format!("{name} flood ({via:?})"));
         assert!(acks <= limit, "{name}: {acks} acknowledged, limit {limit}");
+        // Counted once, by its kind; an empty DATA flood may meet h2's own limit first.
+        let counted = abuse_count(&t, reason).await;
+        if name == "empty DATA" && counted == 0.0 {
+            empty_data_by_h2 = true;
+        } else {
+            assert_eq!(counted, 1.0, "{name} flood ({via:?}): {reason}");
+        }
     }
+    println!("empty DATA flood ({via:?}) closed by h2's own limit first: {empty_data_by_h2}");
     n.assert_delivery(from, &format!("floods ({via:?})")).await;
     cost.check(&format!("floods ({via:?})"), 64 << 20).await;
 }
@@ -785,6 +820,7 @@ async fn malformed_requests_past_the_budget(via: Via) {
         seen.closed_after.is_some(),
         "the 32nd malformed request left the connection open: {seen:?}"
     );
+    assert_eq!(abuse_count(&t, "malformed_requests").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1549,6 +1549,7 @@ async fn alert_rules_match_live_metrics() {
     );
     assert!(expr_of("SseSidecarUpstreamErrors").contains("sse_sidecar_upstream_errors_total"));
     assert!(expr_of("SseSidecarDown").contains("up"));
+    assert!(expr_of("SseSidecarH2Abuse").contains("sse_sidecar_h2_abuse_total"));
 }
 
 /// Unit tests for the alert expressions (`promtool test rules`): each alert fires on the
@@ -1601,6 +1602,19 @@ tests:
       - eval_time: 15m
         alertname: SseSidecarUpstreamErrors
         exp_alerts: [{exp_labels: {job: sse, reason: connect, severity: warning}}]
+  # Two ping floods a minute for 20 minutes: an attack; one burst of 5 malformed-request
+  # closes is not.
+  - interval: 1m
+    input_series:
+      - series: 'sse_sidecar_h2_abuse_total{job="sse",instance="a:9090",reason="ping_flood"}'
+        values: '0+2x20'
+      - series: 'sse_sidecar_h2_abuse_total{job="sse",instance="a:9090",reason="malformed_requests"}'
+        values: '0 5+0x20'
+    alert_rule_test:
+      - {eval_time: 3m, alertname: SseSidecarH2Abuse, exp_alerts: []}
+      - eval_time: 18m
+        alertname: SseSidecarH2Abuse
+        exp_alerts: [{exp_labels: {job: sse, reason: ping_flood, severity: warning}}]
   # A sidecar that stops answering scrapes; a target that never was a sidecar is not it.
   - interval: 1m
     input_series:

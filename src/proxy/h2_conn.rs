@@ -22,6 +22,8 @@ use pingora_core::protocols::{Digest, Stream};
 use pingora_core::server::ShutdownWatch;
 use tokio::sync::Notify;
 
+use crate::metrics::{H2Abuse, Metrics};
+
 /// Malformed requests (answered or reset by h2 itself) a connection may send before it is
 /// closed: pingora's own bound.
 const MAX_REJECTED: usize = 32;
@@ -31,6 +33,7 @@ pub(crate) async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     app: &Arc<A>,
     stream: Stream,
     shutdown: &ShutdownWatch,
+    metrics: &Metrics,
 ) {
     let digest = Arc::new(Digest {
         ssl_digest: stream.get_ssl_digest(),
@@ -74,6 +77,7 @@ pub(crate) async fn serve<A: HttpServerApp + Send + Sync + 'static>(
                 rejected += 1;
                 if rejected >= MAX_REJECTED {
                     tracing::warn!("closing an h2 connection after {rejected} malformed requests");
+                    metrics.h2_abuse(H2Abuse::MalformedRequests);
                     return;
                 }
                 continue;

@@ -127,7 +127,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
             }
             Head::H2c(bytes) => {
                 tcp.rewind(&bytes);
-                h2_conn::serve(&self.h2c, Box::new(Guarded::new(tcp)), shutdown).await;
+                let metrics = &self.shared.metrics;
+                let guarded = Guarded::new(tcp, metrics.clone());
+                h2_conn::serve(&self.h2c, Box::new(guarded), shutdown, metrics).await;
                 None
             }
             refused => {
@@ -195,7 +197,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> HeadGuard<A> {
         };
         if alpn(&conn) == Some(ALPN::H2) {
             let io = TlsIo::new(conn, Bytes::new()).ok()?;
-            h2_conn::serve(&self.h1, Box::new(Guarded::new(Box::new(io))), shutdown).await;
+            let metrics = &self.shared.metrics;
+            let guarded = Guarded::new(Box::new(io), metrics.clone());
+            h2_conn::serve(&self.h1, Box::new(guarded), shutdown, metrics).await;
             return None;
         }
         self.route_tls(conn, Bytes::new(), true, shutdown).await

@@ -70,7 +70,13 @@ impl TlsSidecar {
         let mut cmd = command();
         cmd.arg("--config")
             .arg(&conf)
-            .args(["--upstream", &origin.url(), "--metrics-listen", "off"])
+            .args(["--upstream", &origin.url()])
+            // Off unless `args` asks for an admin listener.
+            .args(if args.contains(&"--metrics-listen") {
+                &[][..]
+            } else {
+                &["--metrics-listen", "off"][..]
+            })
             .args(args)
             // Not the shared /tmp defaults: tests run side by side.
             .env("SSE_SIDECAR_PID_FILE", dir.path().join("pid"))

@@ -9,6 +9,7 @@
 //! acknowledged or applied, at a CPU cost the client does not pay). [`FrameGuard`] counts
 //! those per connection in a fixed window and says when one kind is over its limit.
 
+use crate::metrics::H2Abuse;
 use std::time::{Duration, Instant};
 
 /// The client connection preface (RFC 9113 §3.4), which comes before the first frame.
@@ -153,6 +154,17 @@ impl Counted {
             Counted::Settings => 100,
             Counted::WindowUpdate => 10_000,
             Counted::EmptyData => 1_000,
+        }
+    }
+
+    /// The metric's reason for a connection closed over this kind's limit.
+    pub(crate) fn abuse(self) -> H2Abuse {
+        match self {
+            Counted::Reset => H2Abuse::RstStreamFlood,
+            Counted::Ping => H2Abuse::PingFlood,
+            Counted::Settings => H2Abuse::SettingsFlood,
+            Counted::WindowUpdate => H2Abuse::WindowUpdateFlood,
+            Counted::EmptyData => H2Abuse::EmptyDataFlood,
         }
     }
 

@@ -10,6 +10,7 @@
 //! that floods and does not read), the connection is closed without it.
 
 use super::frames::{goaway, FrameGuard, ENHANCE_YOUR_CALM};
+use crate::metrics::Metrics;
 use async_trait::async_trait;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
@@ -58,14 +59,17 @@ pub(crate) struct Guarded {
     /// Counts what the client sends, and follows what h2 writes.
     guard: FrameGuard,
     calm: Calm,
+    /// Where a flood is counted (`sse_sidecar_h2_abuse_total`).
+    metrics: Arc<Metrics>,
 }
 
 impl Guarded {
-    pub(crate) fn new(inner: Stream) -> Guarded {
+    pub(crate) fn new(inner: Stream, metrics: Arc<Metrics>) -> Guarded {
         Guarded {
             inner,
             guard: FrameGuard::new(),
             calm: Calm::Open,
+            metrics,
         }
     }
 
@@ -150,6 +154,7 @@ impl AsyncRead for Guarded {
         // h2 never sees the bytes that went over the limit.
         buf.set_filled(before);
         tracing::info!(target: "access", error = %flood, "h2 connection closed with GOAWAY ENHANCE_YOUR_CALM");
+        this.metrics.h2_abuse(flood.kind.abuse());
         this.calm = if this.guard.between_frames() {
             let debug = format!("{} flood", flood.kind.name());
             Calm::Closing {
