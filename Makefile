@@ -37,7 +37,7 @@ BROWSER_DIR := tests/browser
 BROWSER_PKGS ?= $(if $(wildcard $(BROWSER_DIR)/package.json),chromium,)
 SHELL_SCRIPTS := .ci/run scripts/install-deps.sh scripts/py-tools.sh scripts/run-demo.sh \
 	scripts/suite.sh scripts/check-configs.sh scripts/validate-k8s.sh scripts/docker-mirror.sh \
-	scripts/fuzz.sh
+	scripts/fuzz.sh scripts/promtool.sh
 
 .PHONY: help deps build release-bin run test test-deps lint fmt-check clippy shellcheck \
 	hadolint cargo-test check-config k8s-validate docker-check bench bench-smoke soak soak-smoke \
@@ -62,6 +62,7 @@ run: build
 test-deps:
 	@scripts/install-deps.sh $(TEST_PKGS) $(BROWSER_PKGS)
 	@scripts/py-tools.sh
+	@scripts/promtool.sh
 	@# npm ci only when node_modules is older than the lockfile.
 	@if [ -f $(BROWSER_DIR)/package-lock.json ] && \
 	    [ ! $(BROWSER_DIR)/node_modules/.package-lock.json -nt $(BROWSER_DIR)/package-lock.json ]; then \

@@ -4,8 +4,9 @@
 //! `examples/grafana/sse-sidecar-dashboard.json` and `examples/prometheus/alerts.yml` from
 //! drifting away from the metrics the binary really exports.
 //!
-//! Run: `cargo test --release --test observability`. The promtool checks run when `promtool` is
-//! on PATH (Debian: `apt-get install prometheus`); the structural checks always run.
+//! Run: `cargo test --release --test observability`. The promtool checks use the promtool
+//! `make test-deps` unpacks into target/tools (scripts/promtool.sh), or one on PATH; without
+//! either they are skipped outside CI. The structural checks always run.
 
 mod common;
 
@@ -1460,16 +1461,28 @@ async fn dashboard_matches_live_metrics() {
     }
 }
 
-/// `promtool` on PATH, if any.
+/// The `promtool` that `make test-deps` unpacks (scripts/promtool.sh), else one on PATH.
+/// Without one the checks are skipped with a note, except in CI (`CI=true`), where `make
+/// test` has fetched it and its absence is a failure rather than a silent pass.
 fn promtool() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let found = std::env::split_paths(&path)
-        .map(|d| d.join("promtool"))
-        .find(|p| p.is_file());
+    let ours = repo_file("target/tools/bin/promtool");
+    let on_path = || {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+    };
+    let found = if ours.is_file() {
+        Some(ours)
+    } else {
+        on_path()
+    };
     if found.is_none() {
-        eprintln!(
-            "NOTE: promtool not on PATH; its checks are skipped (apt-get install prometheus)"
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool not found in CI: `make test-deps` runs scripts/promtool.sh"
         );
+        eprintln!("NOTE: promtool not found; its checks are skipped (scripts/promtool.sh)");
     }
     found
 }
