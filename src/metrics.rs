@@ -85,15 +85,13 @@ impl Metrics {
         )?;
         registry.register(Box::new(streams_active.clone()))?;
 
-        let streams_total = IntCounterVec::new(
-            Opts::new(
-                "sse_sidecar_streams_total",
-                "SSE streams ended, by why they ended.",
-            ),
-            &["outcome"],
+        let streams_total = counters(
+            registry,
+            "sse_sidecar_streams_total",
+            "SSE streams ended, by why they ended.",
+            "outcome",
+            Outcome::ALL.map(Outcome::as_str),
         )?;
-        registry.register(Box::new(streams_total.clone()))?;
-        let streams_total = Outcome::ALL.map(|o| streams_total.with_label_values(&[o.as_str()]));
 
         let events_total = counter(
             registry,
@@ -148,33 +146,26 @@ impl Metrics {
         let requests_total = Kind::ALL
             .map(|k| CODE_CLASSES.map(|c| requests_total.with_label_values(&[k.as_str(), c])));
 
-        let upstream_errors_total = IntCounterVec::new(
-            Opts::new(
-                "sse_sidecar_upstream_errors_total",
-                "Failures talking to the app, by reason.",
-            ),
-            &["reason"],
+        let upstream_errors_total = counters(
+            registry,
+            "sse_sidecar_upstream_errors_total",
+            "Failures talking to the app, by reason.",
+            "reason",
+            UpstreamErrorReason::ALL.map(UpstreamErrorReason::as_str),
         )?;
-        registry.register(Box::new(upstream_errors_total.clone()))?;
-        let upstream_errors_total = UpstreamErrorReason::ALL
-            .map(|r| upstream_errors_total.with_label_values(&[r.as_str()]));
 
         let streams_parked = IntGauge::new(
             "sse_sidecar_streams_parked",
             "Resumable streams whose client left, kept open for resume.grace.",
         )?;
         registry.register(Box::new(streams_parked.clone()))?;
-        let resumes_total = IntCounterVec::new(
-            Opts::new(
-                "sse_sidecar_resumes_total",
-                "Requests carrying one of the sidecar's Last-Event-IDs on a resumable path, by \
-                 result.",
-            ),
-            &["result"],
+        let resumes_total = counters(
+            registry,
+            "sse_sidecar_resumes_total",
+            "Requests carrying one of the sidecar's Last-Event-IDs on a resumable path, by result.",
+            "result",
+            ResumeResult::ALL.map(ResumeResult::as_str),
         )?;
-        registry.register(Box::new(resumes_total.clone()))?;
-        let resumes_total =
-            ResumeResult::ALL.map(|r| resumes_total.with_label_values(&[r.as_str()]));
         let replayed_events_total = counter(
             registry,
             "sse_sidecar_replayed_events_total",
@@ -196,16 +187,14 @@ impl Metrics {
             "Routes learned as SSE because an answer to them was an event stream (sse.learn).",
         )?;
         registry.register(Box::new(learned_routes.clone()))?;
-        let h2_abuse_total = IntCounterVec::new(
-            Opts::new(
-                "sse_sidecar_h2_abuse_total",
-                "Client h2 connections closed for abusing the protocol (floods of one frame \
-                 kind, GOAWAY ENHANCE_YOUR_CALM; too many malformed requests), by reason.",
-            ),
-            &["reason"],
+        let h2_abuse_total = counters(
+            registry,
+            "sse_sidecar_h2_abuse_total",
+            "Client h2 connections closed for abusing the protocol (floods of one frame kind, \
+             GOAWAY ENHANCE_YOUR_CALM; too many malformed requests), by reason.",
+            "reason",
+            H2Abuse::ALL.map(H2Abuse::as_str),
         )?;
-        registry.register(Box::new(h2_abuse_total.clone()))?;
-        let h2_abuse_total = H2Abuse::ALL.map(|r| h2_abuse_total.with_label_values(&[r.as_str()]));
 
         let build_info = IntGauge::with_opts(
             Opts::new(
@@ -375,6 +364,20 @@ fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, pr
     let c = IntCounter::new(name, help)?;
     registry.register(Box::new(c.clone()))?;
     Ok(c)
+}
+
+/// A counter family with one label, one series per value (each at 0 from the first scrape),
+/// in the order of `values`.
+fn counters<const N: usize>(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: [&str; N],
+) -> Result<[IntCounter; N], prometheus::Error> {
+    let family = IntCounterVec::new(Opts::new(name, help), &[label])?;
+    registry.register(Box::new(family.clone()))?;
+    Ok(values.map(|v| family.with_label_values(&[v])))
 }
 
 fn histogram(

@@ -547,7 +547,6 @@ async fn control_frame_floods(via: Via) {
             "empty_data_flood",
         ),
     ];
-    let mut empty_data_by_h2 = false;
     for (name, one, limit, reason) in cases {
         let mut c = t.raw().await;
         if name == "empty DATA" {
@@ -573,15 +572,13 @@ async fn control_frame_floods(via: Via) {
         );
         assert_goaway_calm(&seen, &format!("{name} flood ({via:?})"));
         assert!(acks <= limit, "{name}: {acks} acknowledged, limit {limit}");
-        // Counted once, by its kind; an empty DATA flood may meet h2's own limit first.
+        // Counted once, by its kind; an empty DATA flood may meet h2's own limit first (the
+        // GOAWAY printed above then says `too_many_data_frames`), which is not ours to count.
         let counted = abuse_count(&t, reason).await;
-        if name == "empty DATA" && counted == 0.0 {
-            empty_data_by_h2 = true;
-        } else {
+        if !(name == "empty DATA" && counted == 0.0) {
             assert_eq!(counted, 1.0, "{name} flood ({via:?}): {reason}");
         }
     }
-    println!("empty DATA flood ({via:?}) closed by h2's own limit first: {empty_data_by_h2}");
     n.assert_delivery(from, &format!("floods ({via:?})")).await;
     cost.check(&format!("floods ({via:?})"), 64 << 20).await;
 }

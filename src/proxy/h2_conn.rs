@@ -23,18 +23,21 @@ use pingora_core::server::ShutdownWatch;
 use tokio::sync::Notify;
 
 use crate::metrics::{H2Abuse, Metrics};
+use crate::proxy::h2_guard::stream::Guarded;
 
 /// Malformed requests (answered or reset by h2 itself) a connection may send before it is
 /// closed: pingora's own bound.
 const MAX_REJECTED: usize = 32;
 
-/// Serves the h2 connection `stream` (already guarded) with `app` until it closes.
+/// Serves the client's h2 connection `stream` with `app` until it closes, its frames counted
+/// by a [`Guarded`] under h2 (whose closes go to `metrics`, as does one for malformed requests).
 pub(crate) async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     app: &Arc<A>,
     stream: Stream,
     shutdown: &ShutdownWatch,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
 ) {
+    let stream: Stream = Box::new(Guarded::new(stream, metrics.clone()));
     let digest = Arc::new(Digest {
         ssl_digest: stream.get_ssl_digest(),
         timing_digest: stream.get_timing_digest(),

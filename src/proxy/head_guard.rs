@@ -11,12 +11,11 @@
 //!
 //! TLS listeners are plain TCP listeners to pingora: a connection on one is handshaken first
 //! ([`TlsAccept`]: within the same header timeout, off pingora's runtime). Every h2 connection,
-//! h2c or TLS, goes to pingora wrapped in [`Guarded`], which counts the client's frames.
+//! h2c or TLS, is served by [`h2_conn::serve`], which wraps it in the frame-counting guard.
 
 use crate::proxy::answers::Answer;
 use crate::proxy::candidate::is_candidate;
 use crate::proxy::h2_conn;
-use crate::proxy::h2_guard::stream::Guarded;
 use crate::proxy::http1::request::{parse_request, Request};
 use crate::proxy::lean::conn::ClientConn;
 use crate::proxy::lean::workers::Workers;
@@ -127,9 +126,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for HeadGuard<A> {
             }
             Head::H2c(bytes) => {
                 tcp.rewind(&bytes);
-                let metrics = &self.shared.metrics;
-                let guarded = Guarded::new(tcp, metrics.clone());
-                h2_conn::serve(&self.h2c, Box::new(guarded), shutdown, metrics).await;
+                h2_conn::serve(&self.h2c, tcp, shutdown, &self.shared.metrics).await;
                 None
             }
             refused => {
@@ -197,9 +194,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> HeadGuard<A> {
         };
         if alpn(&conn) == Some(ALPN::H2) {
             let io = TlsIo::new(conn, Bytes::new()).ok()?;
-            let metrics = &self.shared.metrics;
-            let guarded = Guarded::new(Box::new(io), metrics.clone());
-            h2_conn::serve(&self.h1, Box::new(guarded), shutdown, metrics).await;
+            h2_conn::serve(&self.h1, Box::new(io), shutdown, &self.shared.metrics).await;
             return None;
         }
         self.route_tls(conn, Bytes::new(), true, shutdown).await

@@ -71,13 +71,9 @@ impl TlsSidecar {
         cmd.arg("--config")
             .arg(&conf)
             .args(["--upstream", &origin.url()])
-            // Off unless `args` asks for an admin listener.
-            .args(if args.contains(&"--metrics-listen") {
-                &[][..]
-            } else {
-                &["--metrics-listen", "off"][..]
-            })
             .args(args)
+            // No admin listener unless `args` has one (a flag beats the environment).
+            .env("SSE_SIDECAR_METRICS_LISTEN", "off")
             // Not the shared /tmp defaults: tests run side by side.
             .env("SSE_SIDECAR_PID_FILE", dir.path().join("pid"))
             .env("SSE_SIDECAR_UPGRADE_SOCK", dir.path().join("upgrade.sock"))
